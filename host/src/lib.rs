@@ -1,0 +1,23 @@
+//! postern: an SMTP relay whose mail policies run as WebAssembly components.
+//!
+//! Modules follow the path of a message:
+//!
+//! - [`smtp`]: the SMTP protocol as values, no I/O: commands, replies, the DATA reader.
+//! - [`inbound`]: listeners and the SMTP session state machine (STARTTLS, limits, relay access).
+//! - [`intake`]: the seam through which a session hands an accepted message to the relay.
+//! - [`spool`]: durable storage with group commit, message ids, recovery after a crash.
+//! - [`policy`]: the Wasm policy engine (wasmtime components, sandbox, bundled default module).
+//! - [`queue`]: per-destination delivery queues, retries, `the.tdc.queue`.
+//! - [`outbound`]: the SMTP client, TLS to next hops, route and MX resolution.
+//! - [`config`], [`maillog`], [`envelope`]: settings, the mail log, values shared by all.
+
+pub mod config;
+pub mod envelope;
+pub mod inbound;
+pub mod intake;
+pub mod maillog;
+pub mod outbound;
+pub mod policy;
+pub mod queue;
+pub mod smtp;
+pub mod spool;
