@@ -19,7 +19,10 @@ pub struct ClockCache {
 impl ClockCache {
     pub fn asctime_now(&mut self) -> &str {
         let now = SystemTime::now();
-        let second = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if second != self.second || self.text.is_empty() {
             self.second = second;
             self.text = asctime(DateTime::<Local>::from(now));

@@ -75,7 +75,9 @@ struct State {
 
 impl fmt::Debug for MailLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MailLog").field("destinations", &self.shared.destinations).finish()
+        f.debug_struct("MailLog")
+            .field("destinations", &self.shared.destinations)
+            .finish()
     }
 }
 
@@ -109,8 +111,11 @@ impl MailLog {
 
     /// A log that keeps lines in memory only.
     pub fn in_memory() -> MailLog {
-        MailLog::open(Destinations { capture: true, ..Destinations::default() })
-            .expect("an in-memory mail log opens no file")
+        MailLog::open(Destinations {
+            capture: true,
+            ..Destinations::default()
+        })
+        .expect("an in-memory mail log opens no file")
     }
 
     pub fn info(&self, text: fmt::Arguments<'_>) {
@@ -169,7 +174,12 @@ impl MailLog {
 
     /// The lines logged so far, when [`Destinations::capture`] is on.
     pub fn captured(&self) -> Vec<String> {
-        self.shared.state.lock().expect("mail log lock").captured.clone()
+        self.shared
+            .state
+            .lock()
+            .expect("mail log lock")
+            .captured
+            .clone()
     }
 
     /// Writes out what is pending and stops the writer thread.
@@ -189,7 +199,11 @@ impl Shared {
                 if state.closed {
                     return;
                 }
-                state = self.wake.wait_timeout(state, FLUSH_INTERVAL).expect("mail log lock").0;
+                state = self
+                    .wake
+                    .wait_timeout(state, FLUSH_INTERVAL)
+                    .expect("mail log lock")
+                    .0;
                 continue;
             }
             let lines = std::mem::replace(&mut state.pending, Vec::with_capacity(FLUSH_BYTES));
@@ -219,7 +233,11 @@ impl Shared {
             state.written_epoch = epoch;
             self.wake.notify_all();
             if !state.closed {
-                state = self.wake.wait_timeout(state, FLUSH_INTERVAL).expect("mail log lock").0;
+                state = self
+                    .wake
+                    .wait_timeout(state, FLUSH_INTERVAL)
+                    .expect("mail log lock")
+                    .0;
             }
         }
     }
@@ -259,7 +277,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("postern-maillog-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("mail.log");
-        let log = MailLog::open(Destinations { file: Some(path.clone()), ..Default::default() }).unwrap();
+        let log = MailLog::open(Destinations {
+            file: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
         log.warning(format_args!("ICID {} close", 5));
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
