@@ -7,17 +7,24 @@
 //! - [`intake`]: the seam through which a session hands an accepted message to the relay.
 //! - [`spool`]: durable storage with group commit, message ids, recovery after a crash.
 //! - [`policy`]: the Wasm policy engine (wasmtime components, sandbox, bundled default module).
+//! - [`dispatch`]: after the spool: policy decision, routing record, originals and journal copies queued.
+//! - [`journal`]: builds the journal copy of a splinter group for the intake address.
 //! - [`queue`]: per-destination delivery queues, retries, `the.tdc.queue`.
 //! - [`outbound`]: the SMTP client, TLS to next hops, route and MX resolution.
+//! - [`relay`]: starts and stops all of the above as one running relay; [`demo`] shows it working.
 //! - [`config`], [`maillog`], [`envelope`]: settings, the mail log, values shared by all.
 
 pub mod config;
+pub mod demo;
+pub mod dispatch;
 pub mod envelope;
 pub mod inbound;
 pub mod intake;
+pub mod journal;
 pub mod maillog;
 pub mod outbound;
 pub mod policy;
 pub mod queue;
+pub mod relay;
 pub mod smtp;
 pub mod spool;
