@@ -52,7 +52,7 @@ impl Policy for Misbehave {
                 )]
             }
             "empty-name" => vec![Group::all("", Decision::NoScan, message)],
-            "many-groups" => (0..100_000)
+            "many-groups" => (0..1_000)
                 .map(|i| Group::new(format!("G{i}"), Decision::NoScan, vec![]))
                 .collect(),
             "long-name" => vec![Group::all("N".repeat(100_000), Decision::NoScan, message)],
