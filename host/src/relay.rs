@@ -20,6 +20,9 @@ use crate::spool::Spool;
 
 /// Messages being dispatched at once; past this, the `250` waits (back-pressure on clients).
 const DISPATCH_IN_FLIGHT: usize = 1024;
+/// How long shutdown waits for sessions and deliveries in flight. Whatever is still running then
+/// is abandoned: its messages are in the spool and go out after the next start.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +45,7 @@ pub enum StartError {
     #[error("listener {name}: {source}")]
     ListenerTls {
         name: String,
-        source: crate::inbound::TlsError,
+        source: Box<crate::inbound::TlsError>,
     },
     #[error("listener {name} cannot listen on {address}: {source}")]
     Bind {
@@ -186,7 +189,7 @@ impl Relay {
             )
             .map_err(|source| StartError::ListenerTls {
                 name: listener.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             let socket = inbound::bind(listener)
                 .await
@@ -227,7 +230,16 @@ impl Relay {
         self.log.info(format_args!("postern shutting down"));
         self.shutdown.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.log.warning(format_args!(
+                "{} task(s) still running after {}s; left to the next start (their mail is spooled)",
+                self.tasks.len(),
+                SHUTDOWN_GRACE.as_secs()
+            ));
+        }
         self.log.close();
     }
 

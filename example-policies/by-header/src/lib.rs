@@ -7,7 +7,7 @@
 //! ```toml
 //! [policy]
 //! module = "by_header.wasm"
-//! module_config = "scan-intake@tdc.example"
+//! config = "scan-intake@tdc.example"
 //! ```
 
 use postern_guest_sdk::{Address, Decision, Group, Message, Policy, log};

@@ -1,0 +1,69 @@
+//! The `postern` command as a user meets it: README command 1 (the demo) and config errors.
+
+use std::process::Command;
+
+use postern_tests::process::binary;
+use postern_tests::temp::TempDir;
+
+#[test]
+fn the_demo_shows_the_whole_flow() {
+    let out = Command::new(binary())
+        .args(["demo", "--once", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("postern demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "demo summary: 3 sample messages sent, 3 accepted; next hop received 3; intake received 3 journal copies"
+        ),
+        "{stdout}"
+    );
+    for line in [
+        "matched all recipients for per-recipient policy INTERNAL in the inbound table",
+        "TDC: MID 2 with Message-ID '<order-2024-1187@shop.example>' queued for delivery to intake address <sales-journal@intake.demo>",
+        "successfully delivered for scanning with Threat Defense",
+        "Message finished MID 3 done",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
+
+#[test]
+fn a_broken_config_is_refused_naming_every_problem_and_its_line() {
+    let dir = TempDir::new("badconfig");
+    let path = dir.path().join("postern.toml");
+    std::fs::write(
+        &path,
+        "[smtp]\nmax_recipients = 0\n\n[tdc]\nintake_address = \"nobody\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: smtp.max_recipients: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 5: tdc.intake_address:"), "{stderr}");
+
+    std::fs::write(&path, "[smtp]\nmax_recipients = 10\n").unwrap();
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

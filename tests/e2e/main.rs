@@ -1,0 +1,12 @@
+//! End-to-end tests: the relay on random loopback ports between scriptable receivers, driven by
+//! real SMTP clients. One binary; each file is one concern.
+
+mod cli;
+mod corpus;
+mod crash;
+mod flow;
+mod limits;
+mod policy;
+mod smuggling;
+mod tdc;
+mod tls;
