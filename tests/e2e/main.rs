@@ -6,6 +6,7 @@ mod corpus;
 mod crash;
 mod flow;
 mod limits;
+mod mx;
 mod policy;
 mod smuggling;
 mod tdc;
