@@ -8,6 +8,7 @@ mod flow;
 mod limits;
 mod mx;
 mod policy;
+mod siem;
 mod smuggling;
 mod tdc;
 mod tls;

@@ -167,6 +167,13 @@ impl TestRelay {
         .await
     }
 
+    /// Stops the relay (which flushes the log) and returns the whole mail log.
+    pub async fn stop_and_log(self) -> Vec<String> {
+        let log = self.relay.log.clone();
+        self.relay.shutdown().await;
+        log.captured()
+    }
+
     /// Stops the relay and hands back its spool folder.
     pub async fn stop(self) -> TempDir {
         self.relay.shutdown().await;
