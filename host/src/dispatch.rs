@@ -24,6 +24,9 @@ pub struct Dispatcher {
     pub log: MailLog,
     pub tdc: TdcConfig,
     pub hostname: String,
+    /// Guest calls at once: one per core. More would only make the blocking pool's threads
+    /// take turns on the same cores.
+    evaluations: tokio::sync::Semaphore,
 }
 
 /// A spooled message on its way to the queues.
@@ -43,6 +46,7 @@ impl Dispatcher {
         policy: Arc<ActivePolicy>,
         log: MailLog,
     ) -> Dispatcher {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Dispatcher {
             spool,
             queue,
@@ -50,6 +54,7 @@ impl Dispatcher {
             log,
             tdc: config.tdc.clone(),
             hostname: config.hostname.clone(),
+            evaluations: tokio::sync::Semaphore::new(cores),
         }
     }
 
@@ -100,7 +105,9 @@ impl Dispatcher {
     async fn evaluate(self: &Arc<Self>, message: &Spooled) -> Vec<RoutedGroup> {
         let input = policy_input(message);
         let policy = Arc::clone(&self.policy);
+        let permit = self.evaluations.acquire().await;
         let evaluation = tokio::task::spawn_blocking(move || policy.evaluate(&input)).await;
+        drop(permit);
         let evaluation = match evaluation {
             Ok(e) => e,
             Err(e) => {

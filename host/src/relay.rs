@@ -11,9 +11,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, TlsMode};
 use crate::dispatch::{Dispatcher, Spooled};
 use crate::envelope::{Envelope, Mid};
-use crate::inbound::{self, IcidCounter, SessionSettings};
+use crate::inbound::{self, IcidCounter, ReverseDns, ReverseName, SessionSettings};
 use crate::intake::{AcceptError, Intake};
 use crate::maillog::{Destinations, MailLog};
+use crate::outbound::Resolver;
 use crate::policy::{ActivePolicy, ModuleIdentity, PolicyEngine};
 use crate::queue::Queue;
 use crate::spool::Spool;
@@ -127,6 +128,21 @@ impl Intake for RelayIntake {
     }
 }
 
+/// Client names for the `New SMTP ICID` line, forward-confirmed; the session bounds the wait.
+struct ReverseResolver(Resolver);
+
+impl ReverseDns for ReverseResolver {
+    fn lookup(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<ReverseName>> + Send + '_>> {
+        Box::pin(async move {
+            let (name, verified) = self.0.reverse_name(ip).await?;
+            Some(ReverseName { name, verified })
+        })
+    }
+}
+
 impl Relay {
     /// Starts everything; returns once the listeners are accepting.
     pub async fn start(config: Config, options: StartOptions) -> Result<Relay, StartError> {
@@ -180,6 +196,12 @@ impl Relay {
             tasks: tasks.clone(),
         });
         let icids = Arc::new(IcidCounter::starting_at(1));
+        let reverse_dns = match config.smtp.reverse_dns {
+            true => Some(Arc::new(ReverseResolver(
+                Resolver::new(&config.dns).map_err(crate::queue::QueueError::from)?,
+            ))),
+            false => None,
+        };
         let mut listen_addresses = Vec::new();
         for listener in &config.listeners {
             let settings = SessionSettings::new(
@@ -191,6 +213,12 @@ impl Relay {
                 name: listener.name.clone(),
                 source: Box::new(source),
             })?;
+            let settings = match &reverse_dns {
+                Some(resolver) => {
+                    settings.with_reverse_dns(Arc::clone(resolver) as Arc<dyn ReverseDns>)
+                }
+                None => settings,
+            };
             let socket = inbound::bind(listener)
                 .await
                 .map_err(|source| StartError::Bind {

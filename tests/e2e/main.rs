@@ -8,6 +8,7 @@ mod flow;
 mod limits;
 mod mx;
 mod policy;
+mod reverse_dns;
 mod siem;
 mod smuggling;
 mod tdc;

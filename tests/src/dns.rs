@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hickory_server::Server;
 use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, PTR, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
@@ -55,6 +55,15 @@ impl TestZone {
         };
         self.records
             .push(Record::from_rdata(name(owner), 60, rdata));
+        self
+    }
+
+    pub fn ptr(mut self, owner: &str, target: &str) -> TestZone {
+        self.records.push(Record::from_rdata(
+            name(owner),
+            60,
+            RData::PTR(PTR(name(target))),
+        ));
         self
     }
 

@@ -478,6 +478,35 @@ async fn reverse_dns_name_is_logged_when_enabled() {
     assert!(h.log()[0].ends_with("reverse dns host unknown verified no"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_reverse_lookup_that_never_answers_costs_only_its_timeout() {
+    struct Silent;
+    impl ReverseDns for Silent {
+        fn lookup(
+            &self,
+            _ip: std::net::IpAddr,
+        ) -> Pin<Box<dyn Future<Output = Option<ReverseName>> + Send + '_>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let mut s = settings().with_reverse_dns(Arc::new(Silent));
+    s.limits.reverse_dns = true;
+    s.limits.reverse_dns_timeout = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let mut h = Harness::start(s).await;
+    h.client.command("QUIT", "221").await;
+    let waited = started.elapsed();
+    let log = h.finish().await;
+    assert!(
+        log[0].ends_with("reverse dns host unknown verified no"),
+        "{log:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(1),
+        "{waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn small_commands() {
     let mut h = Harness::start(settings()).await;

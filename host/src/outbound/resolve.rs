@@ -154,6 +154,26 @@ impl Resolver {
         })
     }
 
+    /// The name `ip` has in reverse DNS (its first PTR record, without the final dot), and whether
+    /// that name resolves back to `ip` (forward-confirmed). `None` when there is no PTR record or
+    /// the look-up failed.
+    pub async fn reverse_name(&self, ip: IpAddr) -> Option<(String, bool)> {
+        let lookup = self.inner.reverse_lookup(ip).await.ok()?;
+        let name = lookup
+            .answers()
+            .iter()
+            .find_map(|record| match &record.data {
+                RData::PTR(ptr) => Some(ptr.0.to_string()),
+                _ => None,
+            })?;
+        let name = name.trim_end_matches('.').to_string();
+        let verified = match self.inner.lookup_ip(name.as_str()).await {
+            Ok(addresses) => addresses.iter().any(|a| a == ip),
+            Err(_) => false,
+        };
+        Some((name, verified))
+    }
+
     /// Where mail for `domain` goes, best first. `domain` may be a domain literal
     /// (`[127.0.0.1]`, `[IPv6:::1]`).
     pub async fn resolve(&self, domain: &str, routes: &[Route]) -> Result<Vec<Target>, DnsError> {
