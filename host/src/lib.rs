@@ -13,6 +13,7 @@
 //! - [`outbound`]: the SMTP client, TLS to next hops, route and MX resolution.
 //! - [`relay`]: starts and stops all of the above as one running relay; [`demo`] shows it working.
 //! - [`config`], [`maillog`], [`envelope`]: settings, the mail log, values shared by all.
+//! - `testing` (tests only): fakes such as a loopback DNS server.
 
 pub mod config;
 pub mod demo;
@@ -28,3 +29,5 @@ pub mod queue;
 pub mod relay;
 pub mod smtp;
 pub mod spool;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -3,15 +3,15 @@
 
 use std::net::Ipv4Addr;
 
+use postern::testing::dns::TestZone;
 use postern_tests::client::RawClient;
-use postern_tests::dns::TestZone;
 use postern_tests::receiver::Receiver;
 use postern_tests::relay::TestRelay;
 
 async fn relay_with_dns(
     receiver: &Receiver,
     intake_address: &str,
-) -> (TestRelay, postern_tests::dns::TestDns) {
+) -> (TestRelay, postern::testing::dns::TestDns) {
     let dns = TestZone::new("test")
         .mx("corp.test", 10, "mx.corp.test")
         .v4("mx.corp.test", Ipv4Addr::LOCALHOST)

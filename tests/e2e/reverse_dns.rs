@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use postern::config::Config;
 use postern::outbound::Resolver;
+use postern::testing::dns::TestZone;
 use postern_tests::client::RawClient;
-use postern_tests::dns::TestZone;
 use postern_tests::relay::TestRelay;
 
 fn resolver(nameserver: std::net::SocketAddr) -> Resolver {

@@ -1,11 +1,11 @@
 //! Fakes and helpers for postern's end-to-end tests: a relay started in-process ([`relay`]) or as
 //! the real binary ([`process`]), scriptable SMTP receivers standing in for next hops and intakes
 //! ([`receiver`]), raw and real SMTP clients ([`client`]), generated certificates ([`pki`]),
-//! temporary folders ([`temp`]), a loopback DNS server ([`dns`]) and the message corpora ([`corpus`]).
+//! temporary folders ([`temp`]) and the message corpora ([`corpus`]). A loopback DNS server is in
+//! `postern::testing::dns`.
 
 pub mod client;
 pub mod corpus;
-pub mod dns;
 pub mod pki;
 pub mod process;
 pub mod receiver;

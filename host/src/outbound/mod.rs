@@ -15,8 +15,6 @@ pub mod resolve;
 pub mod tls;
 
 #[cfg(test)]
-pub(crate) mod test_dns;
-#[cfg(test)]
 pub(crate) mod test_smtp;
 
 pub use client::{

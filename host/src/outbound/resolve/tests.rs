@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::DomainPattern;
-use crate::outbound::test_dns::{TestDns, TestZone};
+use crate::testing::dns::{TestDns, TestZone};
 
 const MX_PORT: u16 = 2525;
 

@@ -1,5 +1,5 @@
 //! A loopback DNS server (hickory-server, UDP and TCP on one random port) serving one in-memory
-//! zone, for the resolver's tests (and the queue's).
+//! zone, for tests of MX delivery, resolution and reverse DNS.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use hickory_server::Server;
 use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, PTR, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use tokio::net::{TcpListener, UdpSocket};
 
 /// Records of one zone, built up before [`TestZone::serve`].
-pub(crate) struct TestZone {
+pub struct TestZone {
     origin: Name,
     records: Vec<Record>,
 }
@@ -58,6 +58,15 @@ impl TestZone {
         self
     }
 
+    pub fn ptr(mut self, owner: &str, target: &str) -> TestZone {
+        self.records.push(Record::from_rdata(
+            name(owner),
+            60,
+            RData::PTR(PTR(name(target))),
+        ));
+        self
+    }
+
     pub fn v4(self, owner: &str, ip: Ipv4Addr) -> TestZone {
         self.addr(owner, IpAddr::V4(ip))
     }
@@ -97,7 +106,7 @@ impl TestZone {
     }
 }
 
-pub(crate) struct TestDns {
+pub struct TestDns {
     pub addr: SocketAddr,
     _server: Server<Catalog>,
 }
