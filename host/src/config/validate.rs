@@ -841,6 +841,7 @@ pub fn is_mailbox(address: &str) -> bool {
     match address.rsplit_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
+                && !local.contains('@')
                 && !address.contains(|c: char| c.is_whitespace() || c == '<' || c == '>')
                 && DomainPattern::parse(domain)
                     .is_some_and(|p| matches!(p, DomainPattern::Exact(_)))
