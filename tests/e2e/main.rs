@@ -4,6 +4,7 @@
 mod cli;
 mod corpus;
 mod crash;
+mod delivery;
 mod flow;
 mod limits;
 mod mx;
