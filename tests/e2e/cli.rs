@@ -67,3 +67,45 @@ fn a_broken_config_is_refused_naming_every_problem_and_its_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Log rotation: after the file is moved away, SIGHUP makes the relay write to a new one.
+#[tokio::test]
+async fn sighup_reopens_the_mail_log() {
+    use postern_tests::process::RelayProcess;
+    use postern_tests::relay::TestRelay;
+    let dir = TempDir::new("rotate");
+    let log = dir.path().join("mail.log");
+    let config = TestRelay::builder()
+        .toml(&format!(
+            "[log]\nmail_log = \"{}\"\nstdout = true\n",
+            log.display()
+        ))
+        .config_text(&dir.path().join("spool"));
+    let relay = RelayProcess::start(&config).await;
+    postern_tests::eventually("the log file", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("listening on"))
+    })
+    .await;
+    let rotated = dir.path().join("mail.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    relay.signal("HUP");
+    let mut c = postern_tests::client::RawClient::connect(relay.addr).await;
+    c.command("QUIT").await;
+    let fresh = postern_tests::eventually("lines in the new log file", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("ICID 1 close"))
+    })
+    .await;
+    assert!(
+        !fresh.contains("listening on"),
+        "old lines stay in the rotated file"
+    );
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("listening on")
+    );
+}

@@ -91,6 +91,15 @@ impl RelayProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
     /// SIGTERM and wait for a clean exit. Async, because the relay's goodbyes (QUIT) go to
     /// receivers running on the test's own runtime, which must keep answering meanwhile.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
