@@ -124,7 +124,7 @@ impl Dispatcher {
                 }];
             }
         };
-        self.log_evaluation(message.mid, &evaluation);
+        self.log_evaluation(message.mid, message.envelope.direction, &evaluation);
         evaluation
             .groups
             .into_iter()
@@ -136,7 +136,11 @@ impl Dispatcher {
             .collect()
     }
 
-    fn log_evaluation(&self, mid: Mid, evaluation: &Evaluation) {
+    fn log_evaluation(&self, mid: Mid, direction: Direction, evaluation: &Evaluation) {
+        let table = match direction {
+            Direction::Incoming => "inbound",
+            Direction::Outgoing => "outbound",
+        };
         if let Some(failure) = &evaluation.failure {
             self.log.warning(format_args!(
                 "MID {mid} policy module {} failed ({}): {}; failure policy applied",
@@ -147,7 +151,7 @@ impl Dispatcher {
         }
         if let [only] = evaluation.groups.as_slice() {
             self.log.info(format_args!(
-                "MID {mid} matched all recipients for per-recipient policy {} in the inbound table",
+                "MID {mid} matched all recipients for per-recipient policy {} in the {table} table",
                 only.policy
             ));
             return;
@@ -155,7 +159,7 @@ impl Dispatcher {
         for g in &evaluation.groups {
             let rids: Vec<String> = g.recipients.iter().map(u32::to_string).collect();
             self.log.info(format_args!(
-                "MID {mid} matched RID [{}] for per-recipient policy {} in the inbound table",
+                "MID {mid} matched RID [{}] for per-recipient policy {} in the {table} table",
                 rids.join(", "),
                 g.policy
             ));

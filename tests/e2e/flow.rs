@@ -179,3 +179,34 @@ async fn with_tdc_off_no_journal_copy_is_made() {
     assert!(!relay.log_texts().iter().any(|l| l.starts_with("TDC: MID")));
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn outgoing_mail_is_never_journaled() {
+    let next_hop = Receiver::accepting().await;
+    let intake = Receiver::accepting().await;
+    let relay = TestRelay::builder()
+        .next_hop(next_hop.addr)
+        .intake(intake.addr)
+        .set("listener", "direction = \"outgoing\"")
+        .toml("[[mail_policy]]\nname = \"OUT\"\ndirection = \"outgoing\"\nsenders = [\"*\"]\ntdc = \"default\"\n")
+        .start()
+        .await;
+    let mut c = RawClient::connect(relay.addr).await;
+    c.command("EHLO client.test").await;
+    c.command("MAIL FROM:<sender@example.org>").await;
+    c.command("RCPT TO:<rcpt@corp.test>").await;
+    c.command("DATA").await;
+    c.send(STUFFED).await;
+    assert!(c.command(".").await.starts_with("250"));
+    next_hop.wait_for(1).await;
+    relay.wait_for_log("Message finished MID").await;
+    assert!(intake.messages().is_empty());
+    assert!(
+        relay.log_texts().iter().any(|l| l.ends_with(
+            "matched all recipients for per-recipient policy OUT in the outbound table"
+        )),
+        "{}",
+        relay.log_texts().join("\n")
+    );
+    relay.stop().await;
+}
