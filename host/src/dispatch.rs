@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use crate::config::{Config, TdcConfig};
 use crate::envelope::{Direction, Envelope, Mid};
-use crate::journal::{self, JournalInput, JournalStyle};
+use crate::headers::{header_fields, header_value};
+use crate::journal::{JournalSettings, JournalSpec};
 use crate::maillog::{MailLog, format::escape};
 use crate::policy::{ActivePolicy, Decision, Evaluation, PolicyInput};
 use crate::queue::{Job, JobKind, Queue};
@@ -23,7 +24,7 @@ pub struct Dispatcher {
     pub policy: Arc<ActivePolicy>,
     pub log: MailLog,
     pub tdc: TdcConfig,
-    pub hostname: String,
+    pub journal: JournalSettings,
     /// Guest calls at once: one per core. More would only make the blocking pool's threads
     /// take turns on the same cores.
     evaluations: tokio::sync::Semaphore,
@@ -53,7 +54,7 @@ impl Dispatcher {
             policy,
             log,
             tdc: config.tdc.clone(),
-            hostname: config.hostname.clone(),
+            journal: JournalSettings::from_config(config),
             evaluations: tokio::sync::Semaphore::new(cores),
         }
     }
@@ -228,37 +229,23 @@ impl Dispatcher {
         if journals.is_empty() {
             return;
         }
-        let headers = header_fields(&message.message);
-        let message_id = header_value(&headers, "message-id");
-        let subject = header_value(&headers, "subject");
+        let message_id = header_value(&header_fields(&message.message), "message-id");
         for (group, routed, intake) in journals {
-            let recipients: Vec<&str> = routed
-                .recipients
-                .iter()
-                .filter_map(|&r| envelope.recipients.get(r as usize).map(String::as_str))
-                .collect();
-            let copy = journal::build(
-                &JournalInput {
-                    mid: message.mid,
-                    group,
-                    policy: &routed.policy,
-                    sender: &envelope.sender,
-                    recipients: &recipients,
-                    client_ip: envelope.client_ip,
-                    helo: &envelope.helo,
-                    message_id: message_id.as_deref(),
-                    subject: subject.as_deref(),
-                    original: &message.message,
-                },
-                &JournalStyle {
-                    format: self.tdc.format,
-                    from_address: &self.tdc.from_address,
-                    intake_address: intake,
-                    client_ip_header: &self.tdc.client_ip_header,
-                    hostname: &self.hostname,
-                },
-                now,
-            );
+            let spec = JournalSpec {
+                mid: message.mid,
+                group,
+                policy: routed.policy.clone(),
+                sender: envelope.sender.clone(),
+                recipients: routed
+                    .recipients
+                    .iter()
+                    .filter_map(|&r| envelope.recipients.get(r as usize).cloned())
+                    .collect(),
+                client_ip: envelope.client_ip,
+                helo: envelope.helo.clone(),
+                intake_address: intake.to_string(),
+            };
+            let copy = spec.build(&message.message, &self.journal, now);
             self.log.info(format_args!(
                 "TDC: MID {} with Message-ID '{}' queued for delivery to intake address <{intake}>",
                 message.mid,
@@ -266,7 +253,10 @@ impl Dispatcher {
             ));
             self.queue.enqueue(Job {
                 mid: message.mid,
-                kind: JobKind::Journal { group },
+                kind: JobKind::Journal {
+                    group,
+                    spec: Arc::new(spec),
+                },
                 sender: self.tdc.envelope_sender.clone(),
                 recipients: vec![intake.to_string()],
                 domain: domain_of(intake),
@@ -306,86 +296,5 @@ fn policy_input(message: &Spooled) -> PolicyInput {
             .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.to_vec()))
             .collect(),
         size: message.message.len() as u64,
-    }
-}
-
-/// The header fields of a message: (name, raw value after the colon, folding kept). Stops at the
-/// first empty line; a line that is neither a field nor a continuation ends the header too, as
-/// it would for any reader of the message.
-pub fn header_fields(message: &[u8]) -> Vec<(&[u8], &[u8])> {
-    let mut fields: Vec<(&[u8], std::ops::Range<usize>)> = Vec::new();
-    let mut at = 0;
-    while at < message.len() {
-        let end = message[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|p| at + p + 1)
-            .unwrap_or(message.len());
-        let line = &message[at..end];
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            match fields.last_mut() {
-                Some((_, range)) => range.end = end,
-                None => break,
-            }
-        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = &line[..colon];
-            if name.is_empty() || name.iter().any(|&b| b <= b' ' || b >= 127) {
-                break;
-            }
-            fields.push((name, at + colon + 1..end));
-        } else {
-            break;
-        }
-        at = end;
-    }
-    fields
-        .into_iter()
-        .map(|(name, range)| {
-            let value = &message[range];
-            let value = value
-                .strip_suffix(b"\r\n")
-                .or_else(|| value.strip_suffix(b"\n"))
-                .unwrap_or(value);
-            (name, value)
-        })
-        .collect()
-}
-
-/// The first field named `name` (any case), unfolded, as text.
-fn header_value(fields: &[(&[u8], &[u8])], name: &str) -> Option<String> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|(_, v)| {
-            let text = String::from_utf8_lossy(v);
-            text.replace("\r\n", "").replace('\n', "")
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_fields_keep_folding_and_stop_at_the_body() {
-        let msg = b"Received: from a\r\n\tby b\r\nSubject: hi\r\nX-Empty:\r\n\r\nNot: a header\r\n";
-        let fields = header_fields(msg);
-        let names: Vec<&[u8]> = fields.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, [&b"Received"[..], b"Subject", b"X-Empty"]);
-        assert_eq!(fields[0].1, b" from a\r\n\tby b");
-        assert_eq!(header_value(&fields, "SUBJECT").as_deref(), Some(" hi"));
-        assert_eq!(
-            header_value(&fields, "received").as_deref(),
-            Some(" from a\tby b")
-        );
-    }
-
-    #[test]
-    fn a_broken_header_line_ends_the_header() {
-        let fields = header_fields(b"Subject: ok\r\nthis is not a field\r\nFrom: x\r\n\r\n");
-        assert_eq!(fields.len(), 1);
     }
 }

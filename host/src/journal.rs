@@ -8,8 +8,81 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::config::JournalFormat;
+use crate::config::{Config, JournalFormat};
 use crate::envelope::Mid;
+use crate::headers::{header_fields, header_value};
+
+/// Everything a group's journal copy is made from besides the original: kept with a queued copy
+/// so that the copy can leave memory while it waits for a retry and be rebuilt from the spool.
+#[derive(Clone, Debug)]
+pub struct JournalSpec {
+    pub mid: Mid,
+    pub group: u32,
+    pub policy: String,
+    pub sender: String,
+    /// The group's recipients.
+    pub recipients: Vec<String>,
+    pub client_ip: IpAddr,
+    pub helo: String,
+    pub intake_address: String,
+}
+
+/// The relay-wide settings every journal copy is built with.
+#[derive(Clone, Debug)]
+pub struct JournalSettings {
+    pub format: JournalFormat,
+    pub from_address: String,
+    pub client_ip_header: String,
+    pub hostname: String,
+}
+
+impl JournalSettings {
+    pub fn from_config(config: &Config) -> JournalSettings {
+        JournalSettings {
+            format: config.tdc.format,
+            from_address: config.tdc.from_address.clone(),
+            client_ip_header: config.tdc.client_ip_header.clone(),
+            hostname: config.hostname.clone(),
+        }
+    }
+}
+
+impl JournalSpec {
+    /// The journal copy of `original` (exactly what the next hop receives).
+    pub fn build(
+        &self,
+        original: &[u8],
+        settings: &JournalSettings,
+        now: SystemTime,
+    ) -> JournalCopy {
+        let headers = header_fields(original);
+        let message_id = header_value(&headers, "message-id");
+        let subject = header_value(&headers, "subject");
+        let recipients: Vec<&str> = self.recipients.iter().map(String::as_str).collect();
+        build(
+            &JournalInput {
+                mid: self.mid,
+                group: self.group,
+                policy: &self.policy,
+                sender: &self.sender,
+                recipients: &recipients,
+                client_ip: self.client_ip,
+                helo: &self.helo,
+                message_id: message_id.as_deref(),
+                subject: subject.as_deref(),
+                original,
+            },
+            &JournalStyle {
+                format: settings.format,
+                from_address: &settings.from_address,
+                intake_address: &self.intake_address,
+                client_ip_header: &settings.client_ip_header,
+                hostname: &settings.hostname,
+            },
+            now,
+        )
+    }
+}
 
 /// What a journal copy records about the original and its group.
 #[derive(Debug)]

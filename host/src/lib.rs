@@ -12,13 +12,14 @@
 //! - [`queue`]: per-destination delivery queues, retries, `the.tdc.queue`.
 //! - [`outbound`]: the SMTP client, TLS to next hops, route and MX resolution.
 //! - [`relay`]: starts and stops all of the above as one running relay; [`demo`] shows it working.
-//! - [`config`], [`maillog`], [`envelope`]: settings, the mail log, values shared by all.
+//! - [`config`], [`maillog`], [`envelope`], [`headers`]: settings, the mail log, values shared by all.
 //! - `testing` (tests only): fakes such as a loopback DNS server.
 
 pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod envelope;
+pub mod headers;
 pub mod inbound;
 pub mod intake;
 pub mod journal;

@@ -67,7 +67,13 @@ async fn a_4xx_from_the_intake_is_retried_once() {
         .start()
         .await;
     send_one(&relay).await;
-    intake.wait_for(1).await;
+    let journal = intake.wait_for(1).await;
+    // The retried copy was rebuilt from the spool: it still attaches exactly what the next hop got.
+    let original = next_hop.wait_for(1).await;
+    assert_eq!(
+        crate::flow::attached_original(&journal[0].data),
+        &original[0].data[..]
+    );
     relay
         .wait_for_log("successfully delivered for scanning")
         .await;

@@ -39,8 +39,8 @@ pub(super) async fn run(queue: Queue, dest: Arc<Destination>, limits: PoolLimits
         let c = client.as_mut().expect("connected above");
         let message = match job.message.clone() {
             Some(m) => m,
-            None => match queue.shared.spool.read(job.location) {
-                Ok(bytes) => Arc::new(bytes),
+            None => match queue.reload(&job) {
+                Ok(bytes) => bytes,
                 Err(e) => {
                     queue.shared.log.critical(format_args!(
                         "MID {} cannot be read from the spool: {e}",
@@ -180,7 +180,7 @@ impl Queue {
         let log = &self.shared.log;
         let counters = &dest.counters;
         match &job.kind {
-            JobKind::Journal { group } => {
+            JobKind::Journal { group, .. } => {
                 if !outcome.delivered.is_empty() {
                     log.info(format_args!(
                         "TDC: MID {} successfully delivered for scanning with Threat Defense",
@@ -291,13 +291,11 @@ impl Queue {
                         wait.as_secs()
                     )),
                 }
-                if !job.is_journal() {
-                    // Waiting originals do not hold their text in memory; the spool has it.
-                    job.message = None;
-                }
+                // Waiting mail does not hold its text in memory; the spool has it.
+                job.message = None;
                 self.retry_later(dest, job, wait);
             }
-            (Next::Bounce(reason), JobKind::Journal { group }) => {
+            (Next::Bounce(reason), JobKind::Journal { group, .. }) => {
                 if let Failure::DnsPermanent(text) = failure {
                     log.info(format_args!("TDC: {text}"));
                 }
@@ -339,6 +337,19 @@ impl Queue {
                 self.recipients_finished(dest, job.mid, rids);
             }
         }
+    }
+
+    /// The bytes of a job whose text left memory: the original from the spool, or the journal
+    /// copy rebuilt from it.
+    fn reload(&self, job: &Job) -> std::io::Result<Arc<Vec<u8>>> {
+        let original = self.shared.spool.read(job.location)?;
+        Ok(Arc::new(match &job.kind {
+            JobKind::Original { .. } => original,
+            JobKind::Journal { spec, .. } => {
+                spec.build(&original, &self.shared.journal_settings, SystemTime::now())
+                    .message
+            }
+        }))
     }
 
     fn retry_later(&self, dest: &Arc<Destination>, job: Job, wait: Duration) {

@@ -37,8 +37,11 @@ const JOBS_PER_CONNECTION: usize = 8;
 pub enum JobKind {
     /// The original to these recipient ids (indexes into the message's recipients).
     Original { rids: Vec<u32> },
-    /// The journal copy of one policy group.
-    Journal { group: u32 },
+    /// The journal copy of one policy group, and what it is rebuilt from.
+    Journal {
+        group: u32,
+        spec: Arc<crate::journal::JournalSpec>,
+    },
 }
 
 /// One delivery: a message to the recipients of one destination.
@@ -51,7 +54,8 @@ pub struct Job {
     pub recipients: Vec<String>,
     /// The destination domain (lower case).
     pub domain: String,
-    /// The bytes to send; an original waiting for a retry drops them and reads the spool again.
+    /// The bytes to send. A job waiting for a retry drops them: an original is read from the
+    /// spool again, a journal copy rebuilt from it, so waiting mail costs no memory.
     pub message: Option<Arc<Vec<u8>>>,
     /// Where the original lies in the spool.
     pub location: Location,
@@ -99,6 +103,7 @@ struct Shared {
     resolver: Resolver,
     originals: Arc<ClientSettings>,
     journals: Arc<ClientSettings>,
+    journal_settings: crate::journal::JournalSettings,
     routes: Vec<Route>,
     tdc_routes: Vec<Route>,
     tdc_tls: crate::config::TlsMode,
@@ -159,6 +164,7 @@ impl Queue {
                 originals: settings(""),
                 journals: settings("TDC: "),
                 log,
+                journal_settings: crate::journal::JournalSettings::from_config(config),
                 routes: config.routes.clone(),
                 tdc_routes: t.routes.clone(),
                 tdc_tls: t.tls,
