@@ -168,7 +168,7 @@ fn wrapper(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0);
-    let subject = input.subject.map(str::trim).unwrap_or("(no subject)");
+    let subject = header_text(input.subject.map(str::trim).unwrap_or("(no subject)"));
     let cte = if eight_bit { "8bit" } else { "7bit" };
     let mut head = String::with_capacity(1024);
     let _ = write!(
@@ -221,6 +221,51 @@ fn boundary_for(input: &JournalInput<'_>) -> String {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A header text for the wrapper: as it is when it is printable ASCII (encoded words included),
+/// else RFC 2047 encoded words of its UTF-8, so no raw 8-bit or control byte reaches the header.
+fn header_text(text: &str) -> String {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return text.to_string();
+    }
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    // Encoded words are at most 75 characters: 45 bytes of text give 60 of base64 plus 12 of frame.
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in clean.chars() {
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
+            chunk.clear();
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
+    }
+    words.join("\r\n ")
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Header values we write must not break the header: line breaks become spaces.
@@ -313,6 +358,18 @@ mod tests {
             text.contains("boundary=\"=_postern_journal_6_0_9e3779b9\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_subject_that_is_not_printable_ascii_is_encoded() {
+        assert_eq!(header_text("plain =?UTF-8?Q?x?="), "plain =?UTF-8?Q?x?=");
+        assert_eq!(header_text("Grüße"), "=?UTF-8?B?R3LDvMOfZQ==?=");
+        assert_eq!(header_text("bell\u{7}"), "=?UTF-8?B?YmVsbCA=?=");
+        let long = header_text(&"é".repeat(40));
+        assert!(long.split("\r\n ").all(|w| w.len() <= 75), "{long}");
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
     }
 
     #[test]

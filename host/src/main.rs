@@ -41,7 +41,18 @@ enum Command {
     CheckConfig { config: PathBuf },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes joined: what an operator reads in a terminal or a service log.
+            eprintln!("postern: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
@@ -55,7 +66,21 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Demo { listen, once } => runtime.block_on(demo(listen, once)),
         Command::CheckConfig { config } => {
-            load_config(&config)?;
+            let loaded = load_config(&config)?;
+            // What `serve` would read at start beyond the file itself.
+            for listener in &loaded.listeners {
+                if let Some(tls) = &listener.tls {
+                    postern::inbound::acceptor(tls)
+                        .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.name))?;
+                }
+            }
+            if let Some(module) = &loaded.policy.module {
+                anyhow::ensure!(
+                    module.is_file(),
+                    "policy module {} does not exist",
+                    module.display()
+                );
+            }
             println!("{}: ok", config.display());
             Ok(())
         }
@@ -66,6 +91,25 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Says on standard error where the relay listens and where its mail log goes, so that a relay
+/// started in a terminal with a log file does not look hung.
+fn announce(relay: &Relay, config: &Config) {
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .zip(&relay.listen_addresses)
+        .map(|(l, a)| format!("{a} ({})", l.name))
+        .collect();
+    let log = match &config.log.mail_log {
+        Some(path) => path.display().to_string(),
+        None => "standard output".into(),
+    };
+    eprintln!(
+        "postern: listening on {}; mail log: {log}",
+        listeners.join(", ")
+    );
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -82,7 +126,8 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     if config.log.mail_log.is_none() {
         config.log.stdout = true;
     }
-    let relay = Relay::start(config, StartOptions::default()).await?;
+    let relay = Relay::start(config.clone(), StartOptions::default()).await?;
+    announce(&relay, &config);
     wait_for_signals(&relay).await;
     relay.shutdown().await;
     Ok(())

@@ -25,34 +25,38 @@ const DISPATCH_IN_FLIGHT: usize = 1024;
 /// is abandoned: its messages are in the spool and go out after the next start.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Why the relay could not start.
+/// Why the relay could not start. Each message is whole (it names the file or listener and says
+/// what went wrong), so none of them is also chained as a source.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the mail log: {0}")]
-    MailLog(#[source] std::io::Error),
+    #[error("cannot open the mail log {}: {error}", path.display())]
+    MailLog {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
-    #[error("policy engine: {0}")]
+    #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
-    #[error("cannot read policy module {path}: {source}")]
+    #[error("cannot read policy module {}: {error}", path.display())]
     ModuleFile {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("policy module refused: {0}")]
-    Module(#[from] crate::policy::LoadError),
+    #[error("{0}")]
+    Module(crate::policy::LoadError),
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
-    #[error("listener {name}: {source}")]
+    #[error("listener {name}: {error}")]
     ListenerTls {
         name: String,
-        source: Box<crate::inbound::TlsError>,
+        error: Box<crate::inbound::TlsError>,
     },
-    #[error("listener {name} cannot listen on {address}: {source}")]
+    #[error("listener {name} cannot listen on {address}: {error}")]
     Bind {
         name: String,
         address: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -151,7 +155,10 @@ impl Relay {
             stdout: config.log.stdout,
             capture: options.capture_log,
         })
-        .map_err(StartError::MailLog)?;
+        .map_err(|error| StartError::MailLog {
+            path: config.log.mail_log.clone().unwrap_or_default(),
+            error,
+        })?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -211,7 +218,7 @@ impl Relay {
             )
             .map_err(|source| StartError::ListenerTls {
                 name: listener.name.clone(),
-                source: Box::new(source),
+                error: Box::new(source),
             })?;
             let settings = match &reverse_dns {
                 Some(resolver) => {
@@ -221,10 +228,10 @@ impl Relay {
             };
             let socket = inbound::bind(listener)
                 .await
-                .map_err(|source| StartError::Bind {
+                .map_err(|error| StartError::Bind {
                     name: listener.name.clone(),
                     address: listener.address,
-                    source,
+                    error,
                 })?;
             let address = socket.local_addr().unwrap_or(listener.address);
             listen_addresses.push(address);
@@ -281,17 +288,21 @@ fn load_policy(config: &Config) -> Result<crate::policy::LoadedModule, StartErro
     let engine = PolicyEngine::new(&config.policy)?;
     Ok(match &config.policy.module {
         Some(path) => {
-            let wasm = std::fs::read(path).map_err(|source| StartError::ModuleFile {
+            let wasm = std::fs::read(path).map_err(|error| StartError::ModuleFile {
                 path: path.clone(),
-                source,
+                error,
             })?;
             let name = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "module".into());
-            engine.load(&name, &wasm, config.policy.module_config.clone())?
+            engine
+                .load(&name, &wasm, config.policy.module_config.clone())
+                .map_err(StartError::Module)?
         }
-        None => engine.bundled(&config.mail_policies)?,
+        None => engine
+            .bundled(&config.mail_policies)
+            .map_err(StartError::Module)?,
     })
 }
 

@@ -109,3 +109,19 @@ async fn sighup_reopens_the_mail_log() {
             .contains("listening on")
     );
 }
+
+/// The configuration example in the README is valid, so it cannot rot.
+#[test]
+fn the_readme_configuration_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("```toml\nhostname = ")
+        .expect("the gateway example")
+        + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let config =
+        postern::config::Config::from_toml(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.mail_policies.policies.len(), 2);
+    assert!(config.tdc.enabled);
+}

@@ -80,7 +80,7 @@ async fn a_5xx_fails_that_recipient_at_once_and_the_others_go_through() {
     let log = relay.log_texts();
     assert!(
         log.iter().any(|l| l.starts_with("Bounced: DCID ")
-            && l.contains("MID 1 to RID 0 - 5.1.1 ('550', ['no such user'])")),
+            && l.contains("MID 1 to RID [0] - 5.1.1 ('550', ['no such user'])")),
         "{}",
         log.join("\n")
     );

@@ -61,8 +61,11 @@ async fn a_dead_name_server_gives_no_name_within_the_timeout() {
 
 #[tokio::test]
 async fn the_relay_logs_the_clients_name_when_reverse_dns_is_on() {
+    // Named name servers keep the machine's hosts file out of it.
+    let dns = TestZone::new("test").serve().await;
     let relay = TestRelay::builder()
         .set("smtp", "reverse_dns = true")
+        .toml(&format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr))
         .start()
         .await;
     let mut c = RawClient::connect(relay.addr).await;

@@ -50,11 +50,14 @@ impl Config {
     pub fn from_toml(source: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(source).map_err(|e| {
             let line = e.span().map(|span| line_of_offset(source, span.start));
+            let key = line
+                .and_then(|l| key_at_line(source, l))
+                .unwrap_or_else(|| "(file)".into());
             ConfigError {
                 problems: vec![Problem {
                     line,
-                    key: "(file)".into(),
-                    message: e.message().to_string(),
+                    key,
+                    message: plain_serde_message(e.message()),
                 }],
             }
         })?;
@@ -63,6 +66,7 @@ impl Config {
             problems: Vec::new(),
         };
         let config = check.config(raw);
+        check.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         if check.problems.is_empty() {
             Ok(config)
         } else {
@@ -84,6 +88,46 @@ fn line_of_offset(source: &str, offset: usize) -> usize {
         .filter(|&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The dotted key written on `line` (1-based), with the table it is in: `smtp.max_recipients`.
+fn key_at_line(source: &str, line: usize) -> Option<String> {
+    let mut table = None;
+    for (n, text) in source.lines().enumerate().take(line) {
+        let t = text.trim();
+        if let Some(name) = t.strip_prefix('[') {
+            table = Some(
+                name.trim_matches(|c| c == '[' || c == ']' || c == ' ')
+                    .to_string(),
+            );
+            if n + 1 == line {
+                return table;
+            }
+        } else if n + 1 == line {
+            let key = t.split_once('=')?.0.trim().trim_matches('"');
+            return Some(match &table {
+                Some(table) => format!("{table}.{key}"),
+                None => key.to_string(),
+            });
+        }
+    }
+    None
+}
+
+/// serde's words for types, in an operator's words.
+fn plain_serde_message(message: &str) -> String {
+    let mut text = message.trim().to_string();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number (0 to 65535)"),
+        ("expected a boolean", "expected true or false"),
+        ("expected struct", "expected a table"),
+    ] {
+        text = text.replace(rust, plain);
+    }
+    text
 }
 
 /// Where a key lives: a `[table]`, or the n-th `[[array]]` entry.
@@ -112,18 +156,27 @@ impl Checker<'_> {
     /// people write TOML (one key per line), and no line at all is better than a wrong one.
     fn line(&self, section: Section<'_>, key: &str) -> Option<usize> {
         let mut current: Option<(String, usize)> = None;
+        // A key that is not written at all (a missing one) is reported at its table's header.
+        let mut header = None;
         let mut seen: std::collections::HashMap<String, usize> = Default::default();
         for (n, line) in self.source.lines().enumerate() {
             let t = line.trim();
             if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
                 let name = name.trim().to_string();
                 let i = seen.entry(name.clone()).or_insert(0);
+                if matches!(section, Section::Array(a, want) if a == name && want == *i) {
+                    header = Some(n + 1);
+                }
                 current = Some((name, *i));
                 *i += 1;
                 continue;
             }
             if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
-                current = Some((name.trim().to_string(), usize::MAX));
+                let name = name.trim().to_string();
+                if matches!(section, Section::Table(t) if t == name) {
+                    header = Some(n + 1);
+                }
+                current = Some((name, usize::MAX));
                 continue;
             }
             let here = match (&current, section) {
@@ -138,7 +191,7 @@ impl Checker<'_> {
                 return Some(n + 1);
             }
         }
-        None
+        header
     }
 
     fn problem(&mut self, section: Section<'_>, key: &str, message: impl Into<String>) {
@@ -276,19 +329,30 @@ impl Checker<'_> {
             let s = Section::Array("listener", i);
             let address = match l.address.as_deref().map(str::parse::<SocketAddr>) {
                 Some(Ok(a)) => a,
+                // The other keys of the listener are still checked; the problem fails the load.
                 Some(Err(_)) => {
                     self.problem(
                         s,
                         "address",
                         "not an IP address and port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\")",
                     );
-                    continue;
+                    SocketAddr::from(([0, 0, 0, 0], 0))
                 }
                 None => {
                     self.problem(s, "address", "missing");
-                    continue;
+                    SocketAddr::from(([0, 0, 0, 0], 0))
                 }
             };
+            if let Some(other) = out
+                .iter()
+                .position(|l: &ListenerConfig| l.address == address && address.port() != 0)
+            {
+                self.problem(
+                    s,
+                    "address",
+                    format!("{address} is already the address of listener[{other}]"),
+                );
+            }
             let direction = match l.direction.as_deref() {
                 None | Some("incoming") => Direction::Incoming,
                 Some("outgoing") => Direction::Outgoing,
@@ -750,14 +814,20 @@ impl Checker<'_> {
                     MatchMode::Either
                 }
             };
+            let before = self.problems.len();
             let senders = self.patterns(s, "senders", p.senders);
             let senders_not = self.patterns(s, "senders_not", p.senders_not);
             let recipients = self.patterns(s, "recipients", p.recipients);
-            if senders.is_empty() && recipients.is_empty() {
+            let bad_patterns = self.problems.len() > before;
+            if senders.is_empty()
+                && senders_not.is_empty()
+                && recipients.is_empty()
+                && !bad_patterns
+            {
                 self.problem(
                     s,
                     "recipients",
-                    "a policy needs senders or recipients to match",
+                    "a policy needs senders, senders_not or recipients to match",
                 );
             }
             let tdc = self.tdc_setting(s, p.tdc, p.intake_address);
@@ -983,6 +1053,56 @@ tdc = "disabled"
         assert!(err.problems[0].message.contains("max_recipents"), "{err}");
         let err = Config::from_toml("\n\n[tdc]\nenabled = \"yes\"\n").unwrap_err();
         assert_eq!(err.problems[0].line, Some(4), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_their_key_in_plain_words() {
+        let err = Config::from_toml("[smtp]\nmax_recipients = \"many\"\n").unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(
+            (p.line, p.key.as_str()),
+            (Some(2), "smtp.max_recipients"),
+            "{err}"
+        );
+        assert!(p.message.contains("expected a whole number"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_listener_address_does_not_hide_its_other_problems() {
+        let err = Config::from_toml(
+            "[[listener]]\naddress = \"127.0.0.1:99999\"\nrelay_domains = [\"exa mple..com\"]\nrelay_networks = [\"10.0.0.0/33\"]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(err.problems.len(), 3, "{keys:?}");
+        assert!(
+            keys[0].starts_with("line 2: listener[0].address"),
+            "{keys:?}"
+        );
+        assert!(
+            keys[1].starts_with("line 3: listener[0].relay_domains"),
+            "{keys:?}"
+        );
+        assert!(
+            keys[2].starts_with("line 4: listener[0].relay_networks"),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_reported_at_its_tables_header_and_problems_come_in_line_order() {
+        let err = Config::from_toml(
+            "[[route]]\ndomain = \"example.com\"\n\n[[listener]]\naddress = \"127.0.0.1:2525\"\n[[listener]]\naddress = \"127.0.0.1:2525\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "line 1: route[0].host: missing",
+                "line 7: listener[1].address: 127.0.0.1:2525 is already the address of listener[0]",
+            ]
+        );
     }
 
     #[test]

@@ -219,7 +219,7 @@ impl Queue {
                 for (i, reply) in &outcome.perm_failed {
                     let rid = rids[*i];
                     log.info(format_args!(
-                        "Bounced: DCID {dcid} MID {} to RID {rid} - {}",
+                        "Bounced: DCID {dcid} MID {} to RID [{rid}] - {}",
                         job.mid,
                         reply_text(reply)
                     ));

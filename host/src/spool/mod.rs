@@ -40,8 +40,8 @@ pub struct Location {
 /// Errors opening the spool.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("spool directory {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("spool directory {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("spool directory {0} is in use by another postern process")]
     Locked(PathBuf),
 }
@@ -78,9 +78,9 @@ impl Spool {
         segment_bytes: u64,
         min_free_bytes: u64,
     ) -> Result<(Spool, Vec<Recovered>), SpoolError> {
-        let io_err = |source| SpoolError::Io {
+        let io_err = |error| SpoolError::Io {
             path: directory.to_path_buf(),
-            source,
+            error,
         };
         std::fs::create_dir_all(directory).map_err(io_err)?;
         let lock = File::create(directory.join("lock")).map_err(io_err)?;
