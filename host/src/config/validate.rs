@@ -1070,7 +1070,7 @@ tdc = "disabled"
     #[test]
     fn a_bad_listener_address_does_not_hide_its_other_problems() {
         let err = Config::from_toml(
-            "[[listener]]\naddress = \"127.0.0.1:99999\"\nrelay_domains = [\"exa mple..com\"]\nrelay_networks = [\"10.0.0.0/33\"]\n",
+            "[[listener]]\naddress = \"127.0.0.1:99999\"\nrelay_domains = [\"exa mple..com\"]\nrelay_networks = [\"127.0.0.0/33\"]\n",
         )
         .unwrap_err();
         let keys: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();

@@ -174,8 +174,8 @@ async fn domain_literals_need_no_dns() {
 #[test]
 fn parses_domain_literals() {
     assert_eq!(
-        domain_literal("[10.0.0.1]"),
-        Some("10.0.0.1".parse().unwrap())
+        domain_literal("[192.0.2.1]"),
+        Some("192.0.2.1".parse().unwrap())
     );
     assert_eq!(
         domain_literal("[ipv6:2001:db8::1]"),
