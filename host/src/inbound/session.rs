@@ -312,7 +312,7 @@ impl<I: Intake> Session<I> {
             }
             Command::Noop => io.queue(&Reply::ok()),
             Command::Vrfy => io.queue(&Reply::cannot_verify()),
-            Command::Help => io.queue(&Reply::help()),
+            Command::Help => io.queue(&Reply::help(self.offers_starttls())),
             Command::Quit => {
                 self.abort("QUIT");
                 io.queue(&Reply::closing());
@@ -342,21 +342,30 @@ impl<I: Intake> Session<I> {
             "ENHANCEDSTATUSCODES".to_string(),
             "SMTPUTF8".to_string(),
         ];
-        if self.settings.tls.is_some() && self.tls.is_none() {
+        if self.offers_starttls() {
             extensions.push("STARTTLS".to_string());
         }
         extensions
+    }
+
+    /// A certificate is configured and the session is not encrypted yet.
+    fn offers_starttls(&self) -> bool {
+        self.settings.tls.is_some() && self.tls.is_none()
     }
 
     fn mail<S>(&mut self, from: MailFrom, io: &mut Connection<S>) -> Flow
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if self.hello.is_none() {
+        let Some(esmtp) = self.hello.as_ref().map(|hello| hello.esmtp) else {
             return self.error(io, Reply::bad_sequence("Send EHLO or HELO first"));
-        }
+        };
         if !matches!(self.transaction, Transaction::Idle) {
             return self.error(io, Reply::bad_sequence("Sender already given"));
+        }
+        // HELO announced no extensions, so a client after it may use none (RFC 5321 §4.1.1.11).
+        if !esmtp && from.has_parameters() {
+            return self.error(io, Reply::parameters_need_ehlo());
         }
         let max = self.settings.limits.max_message_size as u64;
         if from.size.is_some_and(|size| size > max) {

@@ -513,8 +513,16 @@ async fn small_commands() {
     h.client.command("HELO client", "250 mx.example.net").await;
     h.client.command("NOOP", "250 2.0.0").await;
     h.client.command("VRFY someone", "252 2.5.0").await;
-    h.client.command("HELP", "214 2.0.0").await;
+    h.client.command("EXPN staff", "502 5.5.1").await;
+    // No certificate here, so HELP names no STARTTLS.
+    let help = h.client.command("HELP", "214 2.0.0 Commands: EHLO").await;
+    assert!(!help.contains("STARTTLS"), "{help:?}");
     h.client.command("STARTTLS", "454 4.7.0").await;
+    // HELO announced no extensions: parameters need EHLO.
+    h.client
+        .command("MAIL FROM:<a@example.org> BODY=8BITMIME", "555 5.5.4")
+        .await;
+    h.client.command("MAIL FROM:<a@example.org>", "250").await;
     h.client.command("BDAT 10 LAST", "500 5.5.2").await;
     h.client.send("NOOP\n").await;
     h.client
@@ -1006,6 +1014,8 @@ async fn starttls_discards_pipelined_commands_and_resets() {
     let ehlo = h.client.command("EHLO c", "250").await;
     assert!(ehlo.ends_with("250 STARTTLS"), "{ehlo}");
     assert!(!ehlo.contains("CHUNKING"));
+    let help = h.client.command("HELP", "214").await;
+    assert!(help.ends_with(" STARTTLS"), "{help:?}");
     // Commands pipelined after STARTTLS are plain text an attacker may have injected.
     h.client
         .send("STARTTLS\r\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<b@example.com>\r\n")
@@ -1033,6 +1043,8 @@ async fn starttls_discards_pipelined_commands_and_resets() {
         .await;
     let ehlo = client.command("EHLO c", "250").await;
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    let help = client.command("HELP", "214").await;
+    assert!(!help.contains("STARTTLS"), "{help:?}");
     client.command("STARTTLS", "503 5.5.1").await;
     client
         .send(transaction("a@example.org", &["b@example.com"], "x\r\n"))

@@ -43,6 +43,13 @@ pub struct MailFrom {
     pub smtputf8: bool,
 }
 
+impl MailFrom {
+    /// Whether any ESMTP parameter was given.
+    pub fn has_parameters(&self) -> bool {
+        self.size.is_some() || self.body.is_some() || self.smtputf8
+    }
+}
+
 /// `RCPT TO:<forward-path>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RcptTo {
@@ -74,6 +81,8 @@ pub enum Body {
 pub enum CommandError {
     /// Not a verb the relay knows.
     Unrecognized,
+    /// A verb of RFC 5321 the relay does not offer (EXPN: mailing lists are not disclosed).
+    NotImplemented(&'static str),
     /// The verb is known, its arguments are not: the usage text.
     Syntax(&'static str),
     BadSender,
@@ -89,6 +98,7 @@ impl CommandError {
     pub fn reply(&self) -> Reply {
         match self {
             CommandError::Unrecognized => Reply::command_unrecognized(),
+            CommandError::NotImplemented(verb) => Reply::command_not_implemented(verb),
             CommandError::Syntax(usage) => Reply::syntax(usage),
             CommandError::BadSender => Reply::bad_sender_address(),
             CommandError::BadRecipient => Reply::bad_recipient_address(),
@@ -139,6 +149,7 @@ impl Command {
             "HELP" => Ok(Command::Help),
             "VRFY" if !rest.is_empty() => Ok(Command::Vrfy),
             "VRFY" => Err(CommandError::Syntax("VRFY user")),
+            "EXPN" => Err(CommandError::NotImplemented("EXPN")),
             _ => Err(CommandError::Unrecognized),
         }
     }
@@ -437,6 +448,7 @@ mod tests {
             ("NOOP anything", Ok(Command::Noop)),
             ("QUIT", Ok(Command::Quit)),
             ("VRFY postmaster", Ok(Command::Vrfy)),
+            ("expn staff", Err(CommandError::NotImplemented("EXPN"))),
             ("HELP", Ok(Command::Help)),
             ("STARTTLS", Ok(Command::StartTls)),
             ("BDAT 10 LAST", Err(CommandError::Unrecognized)),

@@ -153,13 +153,14 @@ impl Reply {
         )
     }
 
-    /// `214 2.0.0` to HELP.
-    pub fn help() -> Reply {
-        Reply::with(
-            214,
-            Status(2, 0, 0),
-            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
-        )
+    /// `214 2.0.0` to HELP: the commands, STARTTLS only where the session offers it.
+    pub fn help(starttls: bool) -> Reply {
+        let commands = if starttls {
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS"
+        } else {
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+        };
+        Reply::with(214, Status(2, 0, 0), commands)
     }
 
     /// `220 2.0.0` to STARTTLS: the TLS handshake follows.
@@ -217,6 +218,20 @@ impl Reply {
     /// `500 5.5.2`: not a command the relay knows.
     pub fn command_unrecognized() -> Reply {
         Reply::with(500, Status(5, 5, 2), "Command unrecognized")
+    }
+
+    /// `502 5.5.1`: a command of RFC 5321 the relay does not offer.
+    pub fn command_not_implemented(verb: &str) -> Reply {
+        Reply::new(
+            502,
+            Some(Status(5, 5, 1)),
+            format!("{verb} not implemented"),
+        )
+    }
+
+    /// `555 5.5.4`: MAIL parameters after HELO, which announced no service extensions.
+    pub fn parameters_need_ehlo() -> Reply {
+        Reply::with(555, Status(5, 5, 4), "MAIL parameters need EHLO, not HELO")
     }
 
     /// `500 5.5.2`: a command line must end with CRLF, not a bare LF.
