@@ -197,10 +197,9 @@ fn wrapper(
     let mut out = Vec::with_capacity(head.len() + input.original.len() + boundary.len() + 16);
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(input.original);
-    if !input.original.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    // The CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1), so the original's own
+    // final CRLF stays part of the attached message.
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
 }
 
@@ -324,9 +323,14 @@ mod tests {
         let at = text.find(marker).unwrap() + marker.len();
         assert!(copy.message[at..].starts_with(original));
         assert!(
-            text.ends_with("--=_postern_journal_6_0_00000000--\r\n"),
+            text.ends_with("body\r\n\r\n--=_postern_journal_6_0_00000000--\r\n"),
             "{text}"
         );
+        // An independent MIME parser finds the very same bytes, final CRLF included.
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&copy.message)
+            .unwrap();
+        assert_eq!(parsed.attachment(0).unwrap().contents(), original);
         // The original's own lines never include the IP header: it is on the wrapper only.
         assert_eq!(text.matches("X-IronPort-RemoteIP").count(), 1);
     }

@@ -56,7 +56,8 @@ pub fn attached_original(journal: &[u8]) -> &[u8] {
         .nth(1)
         .and_then(|r| r.split('"').next())
         .expect("boundary");
-    let closing = format!("--{boundary}--\r\n");
+    // The CRLF before the closing delimiter is the delimiter's (RFC 2046 §5.1.1), not the original's.
+    let closing = format!("\r\n--{boundary}--\r\n");
     let end = journal.len() - closing.len();
     assert_eq!(&journal[end..], closing.as_bytes());
     &journal[start..end]
@@ -107,6 +108,14 @@ async fn a_message_is_relayed_byte_for_byte_and_journaled_once() {
     assert_eq!(journal[0].sender, "");
     assert_eq!(journal[0].recipients, ["journal@intake.test"]);
     assert_eq!(attached_original(&journal[0].data), &got[0].data[..]);
+    // A MIME parser nobody here wrote reads the same original out of the wrapper.
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&journal[0].data)
+        .expect("the journal copy parses");
+    assert_eq!(
+        parsed.attachment(0).expect("an attachment").contents(),
+        &got[0].data[..]
+    );
     let text = String::from_utf8_lossy(&journal[0].data);
     assert!(
         text.contains("\r\nX-IronPort-RemoteIP: 127.0.0.1\r\n"),
