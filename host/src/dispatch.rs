@@ -265,7 +265,8 @@ impl Dispatcher {
                 eight_bit: copy.eight_bit,
                 smtputf8: false,
                 attempts: 0,
-                queued_at: now,
+                // Queued as the message was accepted: a restart must not renew its lifetime.
+                queued_at: envelope.received_at,
             });
         }
     }

@@ -81,3 +81,47 @@ async fn a_message_accepted_before_sigkill_is_delivered_after_restart() {
     let status = relay.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
+
+#[tokio::test]
+async fn a_journal_copy_past_its_lifetime_is_not_resumed_after_restart() {
+    let spool = TempDir::new("crash-expired-spool");
+    // First life: both the next hop and the intake are down; the journal copy has 2 s to live.
+    let lifetime = std::time::Duration::from_secs(2);
+    let config = |next_hop, intake| {
+        TestRelay::builder()
+            .next_hop(next_hop)
+            .intake(intake)
+            .set("delivery", "retry_initial = \"1h\"")
+            .set("tdc", "retry_delay = \"1s\"")
+            .set("tdc", "lifetime = \"2s\"")
+            .config_text(spool.path())
+    };
+    let relay = RelayProcess::start(&config(closed_port(), closed_port())).await;
+    let mut c = RawClient::connect(relay.addr).await;
+    c.command("EHLO client.test").await;
+    c.command("MAIL FROM:<sender@example.org>").await;
+    c.command("RCPT TO:<rcpt@corp.test>").await;
+    c.command("DATA").await;
+    c.send(b"Subject: late\r\n\r\nx\r\n").await;
+    let accepted = std::time::Instant::now();
+    assert!(c.command(".").await.starts_with("250"));
+    relay.wait_for_log("TDC: MID 1 delivery deferred").await;
+    relay.kill();
+    // The lifetime counts from acceptance; a restart does not renew it.
+    tokio::time::sleep(lifetime.saturating_sub(accepted.elapsed()) + lifetime / 2).await;
+
+    // Second life: everything answers, but the journal copy's time is over.
+    let next_hop = Receiver::accepting().await;
+    let intake = Receiver::accepting().await;
+    let relay = RelayProcess::start(&config(next_hop.addr, intake.addr)).await;
+    next_hop.wait_for(1).await;
+    relay
+        .wait_for_log("TDC: MID 1 delivery failed to Threat Defense: expired in queue")
+        .await;
+    relay.wait_for_log("Message finished MID 1 done").await;
+    assert!(
+        intake.messages().is_empty(),
+        "an expired journal copy was sent"
+    );
+    relay.terminate().await;
+}

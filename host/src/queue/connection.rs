@@ -20,6 +20,9 @@ pub(super) async fn run(queue: Queue, dest: Arc<Destination>, limits: PoolLimits
     let mut client: Option<SmtpClient> = None;
     let mut sent = 0;
     while let Some(job) = next_job(&queue, &dest).await {
+        let Some(job) = queue.unless_expired(&dest, job) else {
+            continue;
+        };
         if client.is_none() {
             match connect(&queue, &dest, &job).await {
                 Ok(c) => client = Some(c),
@@ -217,16 +220,7 @@ impl Queue {
                     self.recipients_finished(dest, job.mid, &delivered);
                 }
                 for (i, reply) in &outcome.perm_failed {
-                    let rid = rids[*i];
-                    log.info(format_args!(
-                        "Bounced: DCID {dcid} MID {} to RID [{rid}] - {}",
-                        job.mid,
-                        reply_text(reply)
-                    ));
-                    counters
-                        .hard_bounced_recipients
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.recipients_finished(dest, job.mid, &[rid]);
+                    self.bounced(dest, &job, &[rids[*i]], Some(dcid), &reply_text(reply));
                 }
                 if let Some((_, reply)) = outcome.temp_failed.first() {
                     let keep: Vec<usize> = outcome.temp_failed.iter().map(|(i, _)| *i).collect();
@@ -324,19 +318,58 @@ impl Queue {
                     BounceReason::Expired => format!("expired in queue: {}", failure.describe()),
                     _ => failure.describe(),
                 };
-                log.info(format_args!(
-                    "Bounced: {dcid_text}MID {} to RID {} - {why}",
-                    job.mid,
-                    rid_list(rids)
-                ));
-                dest.counters
-                    .hard_bounced_recipients
-                    .fetch_add(rids.len() as u64, Ordering::Relaxed);
-                // The delivery status notification to the sender is sent from here once the
-                // bounce engine exists; the recipients are settled either way.
-                self.recipients_finished(dest, job.mid, rids);
+                self.bounced(dest, &job, rids, dcid, &why);
             }
         }
+    }
+
+    /// Recipients of an original that failed for good: the one place every hard bounce of an
+    /// original passes, so the delivery status notification (RFC 3464, to the envelope sender,
+    /// never to `<>`) belongs here once the bounce engine exists.
+    fn bounced(
+        &self,
+        dest: &Destination,
+        job: &Job,
+        rids: &[u32],
+        dcid: Option<crate::envelope::Dcid>,
+        why: &str,
+    ) {
+        let dcid_text = dcid.map(|d| format!("DCID {d} ")).unwrap_or_default();
+        self.shared.log.info(format_args!(
+            "Bounced: {dcid_text}MID {} to RID {} - {why}",
+            job.mid,
+            rid_list(rids)
+        ));
+        dest.counters
+            .hard_bounced_recipients
+            .fetch_add(rids.len() as u64, Ordering::Relaxed);
+        self.recipients_finished(dest, job.mid, rids);
+    }
+
+    /// The job, unless it is a journal copy past its lifetime on `the.tdc.queue` (one that waited
+    /// behind a slow intake, or was recovered after a restart): that one is dropped, logged and
+    /// counted as a hard bounce, with no bounce message.
+    fn unless_expired(&self, dest: &Arc<Destination>, job: Job) -> Option<Job> {
+        let JobKind::Journal { group, .. } = job.kind else {
+            return Some(job);
+        };
+        let lifetime = self.shared.journal_retry.lifetime;
+        let age = SystemTime::now()
+            .duration_since(job.queued_at)
+            .unwrap_or_default();
+        if age <= lifetime {
+            return Some(job);
+        }
+        self.shared.log.info(format_args!(
+            "TDC: MID {} delivery failed to Threat Defense: expired in queue after {}s",
+            job.mid,
+            age.as_secs()
+        ));
+        dest.counters
+            .hard_bounced_recipients
+            .fetch_add(1, Ordering::Relaxed);
+        self.journal_finished(dest, &job, group);
+        None
     }
 
     /// The bytes of a job whose text left memory: the original from the spool, or the journal
