@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use postern_tests::client::smtplib_send;
 use postern_tests::corpus::{as_wire_message, eml_files, mail_parser_resources};
 use postern_tests::receiver::Receiver;
-use postern_tests::relay::TestRelay;
+use postern_tests::relay::{TestRelay, text_of};
 use postern_tests::temp::TempDir;
 
 use crate::flow::{attached_original, split_trace};
@@ -76,7 +76,49 @@ async fn relay_all(files: Vec<PathBuf>) {
         files.len(),
         "exactly one journal copy per message"
     );
-    relay.stop().await;
+
+    // Every message is finished, and the mail log tells its whole story (SPEC §5).
+    postern_tests::eventually("every message finished", || {
+        let finished = relay
+            .log()
+            .iter()
+            .filter(|l| l.contains("Message finished MID"))
+            .count();
+        (finished >= files.len()).then_some(())
+    })
+    .await;
+    let log = relay.stop_and_log().await;
+    let texts: Vec<&str> = log.iter().map(|l| text_of(l)).collect();
+    for (i, file) in files.iter().enumerate() {
+        let to = format!(" RID 0 To: <m{i}@corp.test>");
+        let mid = texts
+            .iter()
+            .find_map(|t| t.strip_suffix(to.as_str())?.strip_prefix("MID "))
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("no To: line for {}", file.display()));
+        let want = [
+            format!("Start MID {mid} ICID "),
+            format!("MID {mid} ICID "),
+            format!("MID {mid} ready "),
+            format!("MID {mid} matched all recipients for per-recipient policy DEFAULT"),
+            format!("MID {mid} queued for delivery"),
+            "Message done DCID ".to_string(),
+            format!("TDC: MID {mid} with Message-ID '"),
+            format!("TDC: MID {mid} successfully delivered for scanning with Threat Defense"),
+            format!("Message finished MID {mid} done"),
+        ];
+        for w in &want {
+            let found = texts.iter().any(|t| {
+                t.starts_with(w.as_str())
+                    && (!w.starts_with("Message done")
+                        || t.ends_with(&format!(" MID {mid} to RID [0]")))
+            });
+            assert!(found, "{}: no log line {w:?}", file.display());
+        }
+    }
+    // Nothing was relayed twice.
+    assert_eq!(next_hop.messages().len(), files.len());
+    assert_eq!(intake.messages().len(), files.len());
 }
 
 #[tokio::test]
