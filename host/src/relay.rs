@@ -324,6 +324,12 @@ fn announce_tdc(config: &Config, log: &MailLog) {
                     "TDC: TLS to the intake is off (tdc.tls = \"none\"): journal copies travel in plain text"
                 ));
             }
+            for route in config.tdc.routes.iter().filter(|r| r.tls == TlsMode::None) {
+                log.warning(format_args!(
+                    "TDC: TLS to intake host {}:{} is off (tdc.route tls = \"none\"): journal copies travel in plain text",
+                    route.host, route.port
+                ));
+            }
         }
         _ => log.info(format_args!(
             "TDC: disabled; set [tdc] intake_address in the configuration to journal clean mail"
