@@ -41,14 +41,9 @@ impl StoreState {
 
     /// The module's `log` import.
     pub fn log(&mut self, level: tracing::Level, message: &str) {
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
-            if self.log_lines == MAX_LOG_LINES + 1 {
-                tracing::warn!(module = %self.module, "policy module logs too much; dropping the rest");
-            }
+        let Some(message) = self.admit(message) else {
             return;
-        }
-        let message = truncate(message, MAX_LOG_LINE);
+        };
         let module = &*self.module;
         match level {
             tracing::Level::ERROR => tracing::error!(module, "{message}"),
@@ -56,6 +51,21 @@ impl StoreState {
             tracing::Level::INFO => tracing::info!(module, "{message}"),
             _ => tracing::debug!(module, "{message}"),
         }
+    }
+}
+
+impl StoreState {
+    /// What of a log line may be written: none past the budget of lines, at most
+    /// [`MAX_LOG_LINE`] bytes of any.
+    fn admit<'a>(&mut self, message: &'a str) -> Option<&'a str> {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(module = %self.module, "policy module logs too much; dropping the rest");
+            }
+            return None;
+        }
+        Some(truncate(message, MAX_LOG_LINE))
     }
 }
 
@@ -114,4 +124,21 @@ pub fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_cut_and_counted() {
+        let mut state = StoreState::new("test".into(), 1 << 20);
+        let long = "é".repeat(MAX_LOG_LINE);
+        for _ in 0..MAX_LOG_LINES {
+            let kept = state.admit(&long).expect("within the budget");
+            assert!(kept.len() <= MAX_LOG_LINE && kept.len() > MAX_LOG_LINE - 2);
+        }
+        assert_eq!(state.admit("one more"), None);
+        assert_eq!(state.admit("and another"), None);
+    }
 }
