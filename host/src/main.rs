@@ -74,14 +74,12 @@ fn run() -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.name))?;
                 }
             }
-            if let Some(module) = &loaded.policy.module {
-                anyhow::ensure!(
-                    module.is_file(),
-                    "policy module {} does not exist",
-                    module.display()
-                );
-            }
-            println!("{}: ok", config.display());
+            let module = postern::relay::load_policy(&loaded)?;
+            println!(
+                "{}: ok; policy module {}",
+                config.display(),
+                module.identity()
+            );
             Ok(())
         }
     }

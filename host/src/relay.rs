@@ -284,7 +284,9 @@ impl Relay {
     }
 }
 
-fn load_policy(config: &Config) -> Result<crate::policy::LoadedModule, StartError> {
+/// The policy module `config` names (or the bundled one), compiled, type-checked against the
+/// interface and past its canary evaluation: what `serve` starts with and `check-config` checks.
+pub fn load_policy(config: &Config) -> Result<crate::policy::LoadedModule, StartError> {
     let engine = PolicyEngine::new(&config.policy)?;
     Ok(match &config.policy.module {
         Some(path) => {

@@ -66,6 +66,62 @@ fn a_broken_config_is_refused_naming_every_problem_and_its_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("policy module default-policy (bundled)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `check-config` loads the policy module as `serve` would: a file that is not a policy
+/// component is refused with the reason, a real one is named with its digest.
+#[test]
+fn check_config_loads_the_policy_module() {
+    let dir = TempDir::new("modconfig");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let path = dir.path().join("postern.toml");
+    let check = |module: &std::path::Path, config: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[policy]\nmodule = \"{}\"\nconfig = \"{config}\"\n",
+                module.display()
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&junk, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("junk"), "{stderr}");
+
+    let out = check(&dir.path().join("missing.wasm"), "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read policy module"), "{stderr}");
+
+    // The module's own validation of its configuration runs too.
+    let by_header = std::path::Path::new(postern::policy::bundled::EXAMPLE_BY_HEADER_PATH);
+    let out = check(by_header, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rejected its configuration"), "{stderr}");
+
+    let out = check(by_header, "scan@tdc.example.net");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("policy module by_header"), "{stdout}");
+    assert!(stdout.contains("sha256"), "{stdout}");
 }
 
 /// Log rotation: after the file is moved away, SIGHUP makes the relay write to a new one.
