@@ -279,6 +279,25 @@ fn the_failure_policy_may_be_no_scan() {
     );
 }
 
+/// SPEC §3: messages cannot influence each other through module state. The guest counts its
+/// calls in a static and leaves a heap block behind; every evaluation starts from scratch, even
+/// though the instance's memory stays resident between evaluations (it is zeroed, not unmapped).
+#[test]
+fn every_evaluation_starts_from_fresh_module_state() {
+    let module = misbehave(&engine(), "").unwrap();
+    let message = with_header(
+        input("a@b.example", &["c@d.example"]),
+        "X-Misbehave",
+        "count",
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            module.evaluate(&message).groups,
+            [group("CALL1-LEFT0", &[0], Decision::NoScan)]
+        );
+    }
+}
+
 /// The cut and the line budget are [`super::sandbox`]'s tests; here a 100 kB line goes through
 /// the real import and the evaluation still answers.
 #[test]

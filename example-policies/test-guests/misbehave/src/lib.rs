@@ -5,6 +5,8 @@
 //! The configuration `reject` makes `validate` fail and `fail-always` makes every evaluation
 //! return an error (so the canary fails).
 
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
 use postern_guest_sdk::{Decision, Group, Message, Policy, log};
 
 struct Misbehave;
@@ -56,6 +58,22 @@ impl Policy for Misbehave {
                 .map(|i| Group::new(format!("G{i}"), Decision::NoScan, vec![]))
                 .collect(),
             "long-name" => vec![Group::all("N".repeat(100_000), Decision::NoScan, message)],
+            // Module state: a counter in linear memory and a heap allocation left behind. A
+            // fresh instance per message sees neither from the message before.
+            "count" => {
+                static CALLS: AtomicU32 = AtomicU32::new(0);
+                static LEFT_BEHIND: AtomicUsize = AtomicUsize::new(0);
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                let before = LEFT_BEHIND.swap(
+                    Box::leak(vec![0xAB_u8; 4096].into_boxed_slice()).as_ptr() as usize,
+                    Ordering::Relaxed,
+                );
+                vec![Group::all(
+                    format!("CALL{calls}-LEFT{}", usize::from(before != 0)),
+                    Decision::NoScan,
+                    message,
+                )]
+            }
             "log" => {
                 log::info(&"x".repeat(100_000));
                 vec![everyone()]
