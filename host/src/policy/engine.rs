@@ -27,6 +27,11 @@ use crate::envelope::{Direction, Mid};
 /// How often the background thread advances the engines' epoch; deadlines are counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Bytes of each instance's linear memory kept resident between evaluations: a Rust guest's
+/// 1 MiB stack, its data and the start of its heap. Measured with `benches/policy_eval.rs`:
+/// median 124 µs with none kept, 99 µs with 1 MiB, 69 µs with 2 MiB, 75 µs with 4 MiB.
+const KEEP_RESIDENT: usize = 2 << 20;
+
 /// Instances that may exist at once per engine (pooling allocator slots). Evaluations beyond this
 /// wait for a slot rather than fail.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
@@ -363,7 +368,11 @@ fn new_engine(memory_limit: usize) -> Result<Shared, PolicyError> {
         .total_core_instances(MAX_CONCURRENT_INSTANCES * 8)
         .total_memories(MAX_CONCURRENT_INSTANCES)
         .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-        .max_memory_size(memory_limit);
+        .max_memory_size(memory_limit)
+        // A policy's heap is small and reused at once by the next message: zeroing it with
+        // memset is cheaper than madvise and the page faults of touching it again.
+        .linear_memory_keep_resident(KEEP_RESIDENT.min(memory_limit))
+        .table_keep_resident(KEEP_RESIDENT / 16);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = match Engine::new(&config) {
         Ok(engine) => engine,
