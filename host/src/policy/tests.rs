@@ -298,6 +298,25 @@ fn every_evaluation_starts_from_fresh_module_state() {
     }
 }
 
+/// SPEC §3: no WASI capability that reaches outside is granted.
+#[test]
+fn a_module_sees_no_files_environment_or_arguments() {
+    let module = misbehave(&engine(), "").unwrap();
+    let message = with_header(
+        input("a@b.example", &["c@d.example"]),
+        "X-Misbehave",
+        "probe",
+    );
+    assert_eq!(
+        module.evaluate(&message).groups,
+        [group(
+            "FILE-DENIED-DIR-DENIED-ENV0-ARGS0",
+            &[0],
+            Decision::NoScan
+        )]
+    );
+}
+
 /// The cut and the line budget are [`super::sandbox`]'s tests; here a 100 kB line goes through
 /// the real import and the evaluation still answers.
 #[test]

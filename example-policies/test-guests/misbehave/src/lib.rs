@@ -74,6 +74,24 @@ impl Policy for Misbehave {
                     message,
                 )]
             }
+            // What a module sees of the host: files, environment, arguments. The group name
+            // reports it, so the relay's tests can check that nothing is granted.
+            "probe" => {
+                let file = match std::fs::read("/etc/hostname") {
+                    Ok(_) => "READ",
+                    Err(_) => "DENIED",
+                };
+                let dir = match std::fs::read_dir(".") {
+                    Ok(_) => "LISTED",
+                    Err(_) => "DENIED",
+                };
+                let name = format!(
+                    "FILE-{file}-DIR-{dir}-ENV{}-ARGS{}",
+                    std::env::vars_os().count(),
+                    std::env::args_os().count()
+                );
+                vec![Group::all(name, Decision::NoScan, message)]
+            }
             "log" => {
                 log::info(&"x".repeat(100_000));
                 vec![everyone()]
