@@ -45,10 +45,14 @@ pub(super) async fn run(queue: Queue, dest: Arc<Destination>, limits: PoolLimits
             None => match queue.reload(&job) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    queue.shared.log.critical(format_args!(
-                        "MID {} cannot be read from the spool: {e}",
-                        job.mid
-                    ));
+                    let detail = format!("cannot read the message from the spool: {e}");
+                    queue
+                        .shared
+                        .log
+                        .critical(format_args!("MID {} {detail}", job.mid));
+                    // Still spooled, so tried again later like any passing failure, and
+                    // settled by the queue's rules rather than forgotten.
+                    queue.failed(&dest, job, None, &Failure::Local(detail));
                     continue;
                 }
             },

@@ -18,6 +18,9 @@ pub enum Failure {
     DnsPermanent(String),
     /// DNS failed in a way that may pass.
     DnsTemporary(String),
+    /// The relay could not read the message back from its spool: retried like a network error,
+    /// since the message is still there.
+    Local(String),
 }
 
 impl Failure {
@@ -34,7 +37,10 @@ impl Failure {
         match self {
             Failure::Reply { text, .. } => text.clone(),
             Failure::Tls(d) => format!("TLS error {d}"),
-            Failure::Network(d) | Failure::DnsPermanent(d) | Failure::DnsTemporary(d) => d.clone(),
+            Failure::Network(d)
+            | Failure::DnsPermanent(d)
+            | Failure::DnsTemporary(d)
+            | Failure::Local(d) => d.clone(),
         }
     }
 }
@@ -74,7 +80,10 @@ impl OriginalRetry {
         let permanent = match failure {
             Failure::Reply { code, .. } => *code >= 500,
             Failure::DnsPermanent(_) => true,
-            Failure::Tls(_) | Failure::Network(_) | Failure::DnsTemporary(_) => false,
+            Failure::Tls(_)
+            | Failure::Network(_)
+            | Failure::DnsTemporary(_)
+            | Failure::Local(_) => false,
         };
         if permanent {
             return Next::Bounce(BounceReason::Permanent);
@@ -112,7 +121,7 @@ impl JournalRetry {
             // 503 (bad sequence) and 552 (storage exceeded) are treated as passing conditions.
             Failure::Reply { code, .. } => *code < 500 || *code == 503 || *code == 552,
             Failure::Tls(_) | Failure::DnsPermanent(_) => false,
-            Failure::Network(_) | Failure::DnsTemporary(_) => true,
+            Failure::Network(_) | Failure::DnsTemporary(_) | Failure::Local(_) => true,
         };
         if !retried {
             return Next::Bounce(BounceReason::Permanent);
@@ -162,6 +171,7 @@ mod tests {
             ),
             (Failure::Network("refused".into()), retry.clone()),
             (Failure::DnsTemporary("SERVFAIL".into()), retry.clone()),
+            (Failure::Local("spool read".into()), retry.clone()),
             (
                 Failure::DnsPermanent("NXDomain".into()),
                 Next::Bounce(BounceReason::Permanent),
@@ -204,6 +214,10 @@ mod tests {
         );
         assert_eq!(
             rule.next(&Failure::Tls("x".into()), 1, t0, t0),
+            Next::RetryAt(t0 + Duration::from_secs(60))
+        );
+        assert_eq!(
+            rule.next(&Failure::Local("spool read".into()), 1, t0, t0),
             Next::RetryAt(t0 + Duration::from_secs(60))
         );
         let late = t0 + Duration::from_secs(5 * 86400 - 30);
