@@ -325,12 +325,14 @@ fn announce_tdc(config: &Config, log: &MailLog) {
                 log.warning(format_args!(
                     "TDC: TLS to the intake is off (tdc.tls = \"none\"): journal copies travel in plain text"
                 ));
-            }
-            for route in config.tdc.routes.iter().filter(|r| r.tls == TlsMode::None) {
-                log.warning(format_args!(
-                    "TDC: TLS to intake host {}:{} is off (tdc.route tls = \"none\"): journal copies travel in plain text",
-                    route.host, route.port
-                ));
+            } else {
+                // Routes inherit tdc.tls; one may still turn TLS off for itself.
+                for route in config.tdc.routes.iter().filter(|r| r.tls == TlsMode::None) {
+                    log.warning(format_args!(
+                        "TDC: TLS to intake host {}:{} is off (tdc.route tls = \"none\"): journal copies travel in plain text",
+                        route.host, route.port
+                    ));
+                }
             }
         }
         _ => log.info(format_args!(

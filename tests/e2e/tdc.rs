@@ -191,3 +191,51 @@ async fn one_journal_copy_per_policy_group_with_custom_intakes() {
     assert!(text.contains("Policy: SALES\r\nEnvelope-Sender: <sender@example.org>\r\nEnvelope-Recipients: <sales@corp.test>\r\n"), "{text}");
     relay.stop().await;
 }
+
+/// Plain text to an intake is warned about at start, once per place that turns TLS off: the
+/// global `tdc.tls`, or a route that overrides it.
+#[tokio::test]
+async fn plain_text_to_an_intake_is_warned_about_at_start() {
+    let intake = Receiver::accepting().await;
+    let warnings = |relay: &TestRelay| -> Vec<String> {
+        relay
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("Warning: TDC: TLS to"))
+            .collect()
+    };
+
+    // tdc.tls = "none", inherited by the route: one warning.
+    let relay = TestRelay::builder().intake(intake.addr).start().await;
+    relay.wait_for_log("Listener Inbound listening").await;
+    let got = warnings(&relay);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("tdc.tls = \"none\""), "{got:?}");
+    relay.stop().await;
+
+    // TLS required, but the route turns it off for its host: that host is named.
+    let relay = TestRelay::builder()
+        .intake(intake.addr)
+        .set("tdc", "tls = \"required\"")
+        .toml("tls = \"none\"\n")
+        .start()
+        .await;
+    relay.wait_for_log("Listener Inbound listening").await;
+    let got = warnings(&relay);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains(&format!("intake host {}", intake.addr)),
+        "{got:?}"
+    );
+    relay.stop().await;
+
+    // TLS required everywhere: no warning.
+    let relay = TestRelay::builder()
+        .intake(intake.addr)
+        .set("tdc", "tls = \"required\"")
+        .start()
+        .await;
+    relay.wait_for_log("Listener Inbound listening").await;
+    assert_eq!(warnings(&relay), Vec::<String>::new());
+    relay.stop().await;
+}
