@@ -89,6 +89,16 @@ impl DomainPattern {
         valid.then_some(pattern)
     }
 
+    /// How specific the pattern is, for choosing among patterns that all match: an exact domain
+    /// beats any subdomain pattern, a longer parent beats a shorter one, and `*` comes last.
+    pub fn specificity(&self) -> (u8, usize) {
+        match self {
+            DomainPattern::Any => (0, 0),
+            DomainPattern::Subdomains(parent) => (1, parent.len()),
+            DomainPattern::Exact(_) => (2, 0),
+        }
+    }
+
     /// Whether `domain` (any case) matches.
     pub fn matches(&self, domain: &str) -> bool {
         match self {

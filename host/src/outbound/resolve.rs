@@ -175,9 +175,16 @@ impl Resolver {
     }
 
     /// Where mail for `domain` goes, best first. `domain` may be a domain literal
-    /// (`[127.0.0.1]`, `[IPv6:::1]`).
+    /// (`[127.0.0.1]`, `[IPv6:::1]`). The most specific matching route wins, whatever the order
+    /// in the file (the exact domain, then the closest parent's subdomains, then `*`); of equally
+    /// specific ones, the first.
     pub async fn resolve(&self, domain: &str, routes: &[Route]) -> Result<Vec<Target>, DnsError> {
-        if let Some(route) = routes.iter().find(|route| route.domain.matches(domain)) {
+        let best = routes
+            .iter()
+            .rev()
+            .filter(|route| route.domain.matches(domain))
+            .max_by_key(|route| route.domain.specificity());
+        if let Some(route) = best {
             return self.route_targets(route).await;
         }
         if let Some(ip) = domain_literal(domain) {

@@ -162,6 +162,36 @@ async fn a_route_wins_over_mx() {
 }
 
 #[tokio::test]
+async fn the_most_specific_route_wins_whatever_its_place() {
+    let dns = zone().await;
+    let route = |domain: &str, port: u16| Route {
+        domain: DomainPattern::parse(domain).unwrap(),
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsMode::None,
+    };
+    let routes = vec![
+        route("*", 1),
+        route(".test", 2),
+        route(".b.test", 3),
+        route("a.b.test", 4),
+        route("*", 5),
+    ];
+    let resolver = resolver(&dns);
+    for (domain, port) in [
+        ("a.b.test", 4),
+        ("x.b.test", 3),
+        ("deep.x.b.test", 3),
+        ("b.test", 2),
+        ("other.test", 2),
+        ("example.org", 1),
+    ] {
+        let targets = resolver.resolve(domain, &routes).await.unwrap();
+        assert_eq!(targets[0].addr.port(), port, "{domain}");
+    }
+}
+
+#[tokio::test]
 async fn domain_literals_need_no_dns() {
     let dns = zone().await;
     let resolver = resolver(&dns);
