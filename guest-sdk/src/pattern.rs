@@ -1,5 +1,6 @@
 //! The classic gateway match syntax for senders and recipients in mail policies.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::address::{Address, is_strict_subdomain};
@@ -17,6 +18,9 @@ use crate::address::{Address, is_strict_subdomain};
 /// Domains compare without regard to ASCII case. Local parts do too: mailbox providers treat
 /// them that way, and a policy that missed `CEO@` for `ceo@` would skip a journal copy.
 ///
+/// A parsed pattern borrows from its text where it can (a policy that parses its table for every
+/// message allocates nothing per pattern); [`Pattern::into_owned`] detaches it.
+///
 /// ```
 /// use postern_guest_sdk::Pattern;
 ///
@@ -25,22 +29,22 @@ use crate::address::{Address, is_strict_subdomain};
 /// assert!(!pattern.matches_str("jane@example.com"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Pattern {
+pub enum Pattern<'a> {
     /// `*`: everything.
     Any,
     /// `user@example.com`.
     Address {
         /// The local part, as written.
-        local_part: String,
+        local_part: Cow<'a, str>,
         /// The domain, lowercased.
-        domain: String,
+        domain: Cow<'a, str>,
     },
     /// `@example.com`: that domain only.
-    Domain(String),
+    Domain(Cow<'a, str>),
     /// `@.example.com`: strict subdomains of the domain.
-    Subdomains(String),
+    Subdomains(Cow<'a, str>),
     /// `user@`: the local part in any domain.
-    LocalPart(String),
+    LocalPart(Cow<'a, str>),
 }
 
 /// Why a pattern was refused; the message names the pattern.
@@ -65,7 +69,7 @@ impl fmt::Display for PatternError {
 
 impl std::error::Error for PatternError {}
 
-impl Pattern {
+impl<'a> Pattern<'a> {
     /// Parses one pattern; surrounding whitespace is ignored.
     ///
     /// ```
@@ -76,7 +80,7 @@ impl Pattern {
     /// assert_eq!(Pattern::parse("abuse@"), Ok(Pattern::LocalPart("abuse".into())));
     /// assert!(Pattern::parse("@").is_err());
     /// ```
-    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+    pub fn parse(text: &'a str) -> Result<Pattern<'a>, PatternError> {
         let text = text.trim();
         let error = |reason| PatternError {
             pattern: text.to_string(),
@@ -88,24 +92,47 @@ impl Pattern {
         let Some((local, domain)) = text.rsplit_once('@') else {
             return Err(error("expected user@domain, @domain, @.domain, user@ or *"));
         };
-        let domain = domain.to_ascii_lowercase();
         match (local.is_empty(), domain.strip_prefix('.')) {
             (true, Some(parent)) => {
                 check_domain(parent).map_err(error)?;
-                Ok(Pattern::Subdomains(parent.to_string()))
+                Ok(Pattern::Subdomains(lowercase(parent)))
             }
             (true, None) => {
-                check_domain(&domain).map_err(error)?;
-                Ok(Pattern::Domain(domain))
+                check_domain(domain).map_err(error)?;
+                Ok(Pattern::Domain(lowercase(domain)))
             }
-            (false, _) if domain.is_empty() => Ok(Pattern::LocalPart(local.to_string())),
+            (false, _) if domain.is_empty() => Ok(Pattern::LocalPart(Cow::Borrowed(local))),
             (false, _) => {
-                check_domain(&domain).map_err(error)?;
+                check_domain(domain).map_err(error)?;
                 Ok(Pattern::Address {
-                    local_part: local.to_string(),
-                    domain,
+                    local_part: Cow::Borrowed(local),
+                    domain: lowercase(domain),
                 })
             }
+        }
+    }
+
+    /// The pattern with its own copy of the text, free of what it was parsed from.
+    ///
+    /// ```
+    /// use postern_guest_sdk::Pattern;
+    ///
+    /// let text = String::from("@example.com");
+    /// let pattern: Pattern<'static> = Pattern::parse(&text).unwrap().into_owned();
+    /// drop(text);
+    /// assert!(pattern.matches_str("a@example.com"));
+    /// ```
+    pub fn into_owned(self) -> Pattern<'static> {
+        let own = |text: Cow<'a, str>| Cow::Owned(text.into_owned());
+        match self {
+            Pattern::Any => Pattern::Any,
+            Pattern::Address { local_part, domain } => Pattern::Address {
+                local_part: own(local_part),
+                domain: own(domain),
+            },
+            Pattern::Domain(d) => Pattern::Domain(own(d)),
+            Pattern::Subdomains(d) => Pattern::Subdomains(own(d)),
+            Pattern::LocalPart(l) => Pattern::LocalPart(own(l)),
         }
     }
 
@@ -163,7 +190,7 @@ impl Pattern {
     }
 }
 
-impl fmt::Display for Pattern {
+impl fmt::Display for Pattern<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Pattern::Any => f.write_str("*"),
@@ -172,6 +199,15 @@ impl fmt::Display for Pattern {
             Pattern::Subdomains(d) => write!(f, "@.{d}"),
             Pattern::LocalPart(l) => write!(f, "{l}@"),
         }
+    }
+}
+
+/// The domain in lower case, borrowed when it already is.
+fn lowercase(domain: &str) -> Cow<'_, str> {
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(domain.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(domain)
     }
 }
 
@@ -266,6 +302,25 @@ mod tests {
                 "{pattern} vs parsed {address:?}"
             );
         }
+    }
+
+    #[test]
+    fn borrows_its_text_unless_it_must_lowercase() {
+        assert!(matches!(
+            Pattern::parse("@example.com"),
+            Ok(Pattern::Domain(Cow::Borrowed("example.com")))
+        ));
+        assert!(matches!(
+            Pattern::parse("Jane@eu.example.com"),
+            Ok(Pattern::Address {
+                local_part: Cow::Borrowed("Jane"),
+                domain: Cow::Borrowed("eu.example.com"),
+            })
+        ));
+        assert!(matches!(
+            Pattern::parse("@.Example.com"),
+            Ok(Pattern::Subdomains(Cow::Owned(d))) if d == "example.com"
+        ));
     }
 
     #[test]

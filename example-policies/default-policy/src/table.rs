@@ -1,49 +1,20 @@
-//! The mail policy table: its JSON form, its checks, and how recipients fall into policies.
+//! The mail policy table: its text form, its checks, and how recipients fall into policies.
+//!
+//! The relay writes the table as flat text (its `MailPolicyTable::to_module_config` documents
+//! the format): one record a line, fields separated by tabs. It is parsed for every message, so
+//! the parse borrows from the text and allocates nothing per pattern.
 
-use std::borrow::Cow;
+use std::ops::Range;
 
 use postern_guest_sdk::{Address, Decision, Direction, Group, Groups, Message, Pattern};
-use serde::Deserialize;
 
 /// The name of the policy that takes every recipient no other policy matched.
 pub const DEFAULT: &str = "DEFAULT";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTable<'a> {
-    #[serde(borrow)]
-    policies: Vec<RawPolicy<'a>>,
-    #[serde(borrow)]
-    default_tdc: RawTdc<'a>,
-}
+/// The first line of a table this module reads.
+const HEADER: &str = "postern-policy-table 1";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    direction: RawDirection,
-    #[serde(borrow, default)]
-    senders: Vec<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    senders_not: Vec<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    recipients: Vec<Cow<'a, str>>,
-    #[serde(rename = "match", default)]
-    match_mode: MatchMode,
-    #[serde(borrow, default)]
-    tdc: Option<RawTdc<'a>>,
-}
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum RawDirection {
-    Incoming,
-    Outgoing,
-}
-
-#[derive(Deserialize, Clone, Copy, Default, PartialEq, Eq, Debug)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 enum MatchMode {
     /// A policy with both kinds of conditions matches when one holds.
     #[default]
@@ -52,21 +23,20 @@ enum MatchMode {
     Both,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RawTdc<'a> {
-    Disabled,
-    Default,
-    Custom(#[serde(borrow)] Cow<'a, str>),
+/// Which condition of its policy a pattern is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Sender,
+    SenderNot,
+    Recipient,
 }
 
 /// One mail policy, ready to match.
 struct MailPolicy<'a> {
-    name: Cow<'a, str>,
+    name: &'a str,
     direction: Direction,
-    senders: Vec<Pattern>,
-    senders_not: Vec<Pattern>,
-    recipients: Vec<Pattern>,
+    /// Its conditions: a range of [`Table::patterns`].
+    patterns: Range<usize>,
     match_mode: MatchMode,
     decision: Decision,
 }
@@ -74,58 +44,79 @@ struct MailPolicy<'a> {
 /// The parsed table. Parsing checks everything [`Table::evaluate`] relies on.
 pub struct Table<'a> {
     policies: Vec<MailPolicy<'a>>,
+    /// The conditions of every policy in one vector (a policy's lines follow it), so that a
+    /// parse for each message costs a few allocations, not three per policy.
+    patterns: Vec<(Side, Pattern<'a>)>,
     default_decision: Decision,
 }
 
 impl<'a> Table<'a> {
-    /// Parses and checks the JSON table; the error names the policy and what is wrong.
+    /// Parses and checks the table; the error names the line and what is wrong with it.
     pub fn parse(config: &'a str) -> Result<Table<'a>, String> {
-        let raw: RawTable<'a> =
-            serde_json::from_str(config).map_err(|e| format!("mail policy table: {e}"))?;
-        let default_decision = decision(&raw.default_tdc).map_err(|e| format!("{DEFAULT}: {e}"))?;
-        let mut policies = Vec::with_capacity(raw.policies.len());
-        for policy in raw.policies {
-            let name = policy.name;
-            let fail = |what: String| format!("mail policy {name:?}: {what}");
-            if name.is_empty() {
-                return Err("a mail policy has an empty name".to_string());
+        let mut lines = config.lines().enumerate();
+        match lines.next() {
+            Some((_, HEADER)) => {}
+            _ => {
+                return Err(format!(
+                    "mail policy table: the first line must be {HEADER:?}"
+                ));
             }
-            if name.eq_ignore_ascii_case(DEFAULT) {
-                return Err(fail(format!("the name {DEFAULT} is reserved")));
+        }
+        let mut default_decision = None;
+        let mut policies: Vec<MailPolicy<'a>> = Vec::new();
+        let mut patterns = Vec::new();
+        for (index, line) in lines {
+            let at = |what: String| format!("mail policy table line {}: {what}", index + 1);
+            let mut fields = line.split('\t');
+            let kind = fields.next().unwrap_or_default();
+            match kind {
+                "" => continue,
+                "default" => {
+                    if default_decision.is_some() {
+                        return Err(at(format!("{DEFAULT} is given twice")));
+                    }
+                    default_decision = Some(decision(&mut fields).map_err(at)?);
+                }
+                "policy" => {
+                    let inherited = default_decision
+                        .as_ref()
+                        .ok_or_else(|| at(format!("a policy before the {DEFAULT} line")))?;
+                    let start = patterns.len();
+                    let policy = policy(&mut fields, &policies, inherited, start).map_err(at)?;
+                    policies.push(policy);
+                }
+                "sender" | "sender-not" | "recipient" => {
+                    let policy = policies
+                        .last_mut()
+                        .ok_or_else(|| at(format!("{kind} before any policy")))?;
+                    let text = fields.next().unwrap_or_default();
+                    let pattern = Pattern::parse(text)
+                        .map_err(|e| at(format!("mail policy {:?}: {e}", policy.name)))?;
+                    let side = match kind {
+                        "sender" => Side::Sender,
+                        "sender-not" => Side::SenderNot,
+                        _ => Side::Recipient,
+                    };
+                    patterns.push((side, pattern));
+                    policy.patterns.end = patterns.len();
+                }
+                other => return Err(at(format!("unknown record {other:?}"))),
             }
-            if policies.iter().any(|p: &MailPolicy| p.name == name) {
-                return Err(fail("the name is used twice".to_string()));
+            if let Some(extra) = fields.next() {
+                return Err(at(format!("unexpected field {extra:?}")));
             }
-            if policy.senders.is_empty()
-                && policy.senders_not.is_empty()
-                && policy.recipients.is_empty()
-            {
-                return Err(fail("no sender or recipient condition".to_string()));
-            }
-            let patterns = |list: &[Cow<str>]| -> Result<Vec<Pattern>, String> {
-                list.iter()
-                    .map(|p| Pattern::parse(p).map_err(|e| fail(e.to_string())))
-                    .collect()
-            };
-            let decision = match &policy.tdc {
-                Some(tdc) => decision(tdc).map_err(fail)?,
-                None => default_decision.clone(),
-            };
-            policies.push(MailPolicy {
-                senders: patterns(&policy.senders)?,
-                senders_not: patterns(&policy.senders_not)?,
-                recipients: patterns(&policy.recipients)?,
-                direction: match policy.direction {
-                    RawDirection::Incoming => Direction::Incoming,
-                    RawDirection::Outgoing => Direction::Outgoing,
-                },
-                match_mode: policy.match_mode,
-                decision,
-                name,
-            });
+        }
+        let default_decision =
+            default_decision.ok_or_else(|| format!("mail policy table: no {DEFAULT} line"))?;
+        if let Some(policy) = policies.iter().find(|p| p.patterns.is_empty()) {
+            return Err(format!(
+                "mail policy {:?}: no sender or recipient condition",
+                policy.name
+            ));
         }
         Ok(Table {
             policies,
+            patterns,
             default_decision,
         })
     }
@@ -137,11 +128,14 @@ impl<'a> Table<'a> {
         let journal = direction == Direction::Incoming;
         let sender = Address::parse(message.sender());
         // The sender side of each policy does not depend on the recipient: settle it once.
-        let candidates: Vec<(&MailPolicy, SenderSide)> = self
+        let candidates: Vec<(&MailPolicy, Conditions, SenderSide)> = self
             .policies
             .iter()
             .filter(|p| p.direction == direction)
-            .filter_map(|p| Some((p, p.sender_side(sender.as_ref())?)))
+            .filter_map(|p| {
+                let conditions = Conditions(&self.patterns[p.patterns.clone()]);
+                Some((p, conditions, conditions.sender_side(sender.as_ref())?))
+            })
             .collect();
 
         let mut groups = Groups::new();
@@ -149,9 +143,12 @@ impl<'a> Table<'a> {
         let mut index = 0;
         while index < recipients.len() {
             let recipient = Address::parse(&recipients[index]);
-            let found = candidates
-                .iter()
-                .find_map(|(p, side)| Some((*p, p.matches(*side, recipient.as_ref())?)));
+            let found = candidates.iter().find_map(|(p, conditions, side)| {
+                Some((
+                    *p,
+                    conditions.matches(p.match_mode, *side, recipient.as_ref())?,
+                ))
+            });
             match found {
                 Some((policy, by_sender)) => {
                     let decision = if journal {
@@ -166,7 +163,7 @@ impl<'a> Table<'a> {
                         index + 1
                     };
                     for rest in index..end {
-                        groups.add(&policy.name, decision.clone(), rest);
+                        groups.add(policy.name, decision.clone(), rest);
                     }
                     index = end;
                 }
@@ -194,26 +191,44 @@ struct SenderSide {
     holds: bool,
 }
 
-impl MailPolicy<'_> {
+/// The conditions of one policy.
+#[derive(Clone, Copy)]
+struct Conditions<'t, 'a>(&'t [(Side, Pattern<'a>)]);
+
+impl Conditions<'_, '_> {
+    fn side(&self, side: Side) -> impl Iterator<Item = &Pattern<'_>> {
+        self.0
+            .iter()
+            .filter(move |(s, _)| *s == side)
+            .map(|(_, p)| p)
+    }
+
     /// `None` when the sender is excluded: the policy then applies to no recipient.
     fn sender_side(&self, sender: Option<&Address>) -> Option<SenderSide> {
-        if self.senders_not.iter().any(|p| p.matches(sender)) {
+        if self.side(Side::SenderNot).any(|p| p.matches(sender)) {
             return None;
         }
+        let mut senders = self.side(Side::Sender).peekable();
         Some(SenderSide {
-            has_senders: !self.senders.is_empty(),
-            holds: self.senders.iter().any(|p| p.matches(sender)),
+            has_senders: senders.peek().is_some(),
+            holds: senders.any(|p| p.matches(sender)),
         })
     }
 
     /// Whether the policy takes `recipient`: `Some(true)` when it did so on the sender alone.
-    fn matches(&self, sender: SenderSide, recipient: Option<&Address>) -> Option<bool> {
-        let has_recipients = !self.recipients.is_empty();
-        let recipient_holds = self.recipients.iter().any(|p| p.matches(recipient));
+    fn matches(
+        &self,
+        match_mode: MatchMode,
+        sender: SenderSide,
+        recipient: Option<&Address>,
+    ) -> Option<bool> {
+        let mut recipients = self.side(Side::Recipient).peekable();
+        let has_recipients = recipients.peek().is_some();
+        let recipient_holds = recipients.any(|p| p.matches(recipient));
         match (sender.has_senders, has_recipients) {
             (true, false) => sender.holds.then_some(true),
             (false, true) => recipient_holds.then_some(false),
-            (true, true) => match self.match_mode {
+            (true, true) => match match_mode {
                 MatchMode::Both => (sender.holds && recipient_holds).then_some(false),
                 MatchMode::Either if sender.holds => Some(true),
                 MatchMode::Either => recipient_holds.then_some(false),
@@ -224,20 +239,77 @@ impl MailPolicy<'_> {
     }
 }
 
-fn decision(tdc: &RawTdc) -> Result<Decision, String> {
-    Ok(match tdc {
-        RawTdc::Disabled => Decision::NoScan,
-        RawTdc::Default => Decision::DefaultIntake,
-        RawTdc::Custom(address) => {
-            let valid = address.rsplit_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && Pattern::parse(&format!("@{domain}")).is_ok()
-            });
+/// `policy <name> <direction> <match> [<tdc>]`, after its first field.
+fn policy<'a>(
+    fields: &mut std::str::Split<'a, char>,
+    before: &[MailPolicy<'a>],
+    inherited: &Decision,
+    first_pattern: usize,
+) -> Result<MailPolicy<'a>, String> {
+    let name = fields.next().unwrap_or_default();
+    let fail = |what: &str| format!("mail policy {name:?}: {what}");
+    if name.trim().is_empty() {
+        return Err("a mail policy has an empty name".to_string());
+    }
+    if name.eq_ignore_ascii_case(DEFAULT) {
+        return Err(fail(&format!("the name {DEFAULT} is reserved")));
+    }
+    if before.iter().any(|p| p.name == name) {
+        return Err(fail("the name is used twice"));
+    }
+    let direction = match fields.next() {
+        Some("incoming") => Direction::Incoming,
+        Some("outgoing") => Direction::Outgoing,
+        other => {
+            let other = other.unwrap_or_default();
+            return Err(fail(&format!(
+                "direction {other:?}, not incoming or outgoing"
+            )));
+        }
+    };
+    let match_mode = match fields.next() {
+        Some("either") => MatchMode::Either,
+        Some("both") => MatchMode::Both,
+        other => {
+            let other = other.unwrap_or_default();
+            return Err(fail(&format!("match {other:?}, not either or both")));
+        }
+    };
+    let decision = match fields.clone().next() {
+        Some(_) => decision(fields).map_err(|e| fail(&e))?,
+        None => inherited.clone(),
+    };
+    Ok(MailPolicy {
+        name,
+        direction,
+        patterns: first_pattern..first_pattern,
+        match_mode,
+        decision,
+    })
+}
+
+/// `disabled`, `default`, or `custom <address>`.
+fn decision(fields: &mut std::str::Split<'_, char>) -> Result<Decision, String> {
+    Ok(match fields.next() {
+        Some("disabled") => Decision::NoScan,
+        Some("default") => Decision::DefaultIntake,
+        Some("custom") => {
+            let address = fields.next().unwrap_or_default();
+            // `local@domain` with a valid domain: exactly what parses as an address pattern.
+            let valid = matches!(Pattern::parse(address), Ok(Pattern::Address { .. }))
+                && address.trim() == address;
             if !valid {
                 return Err(format!(
                     "custom intake address {address:?} is not local@domain"
                 ));
             }
             Decision::CustomIntake(address.to_string())
+        }
+        other => {
+            let other = other.unwrap_or_default();
+            return Err(format!(
+                "TDC setting {other:?}, not disabled, default or custom"
+            ));
         }
     })
 }
@@ -254,8 +326,43 @@ mod tests {
             .collect()
     }
 
+    /// The table's text form, written from the same JSON-shaped description the relay's
+    /// `MailPolicyTable` has, so the tests read like the configuration they stand for.
+    fn text(table: &serde_json::Value) -> String {
+        fn tdc(out: &mut String, tdc: &serde_json::Value) {
+            match tdc {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s) => out.push_str(&format!("\t{s}")),
+                other => out.push_str(&format!("\tcustom\t{}", other["custom"].as_str().unwrap())),
+            }
+        }
+        let mut out = format!("{HEADER}\ndefault");
+        tdc(&mut out, &table["default_tdc"]);
+        out.push('\n');
+        for p in table["policies"].as_array().unwrap() {
+            out.push_str(&format!(
+                "policy\t{}\t{}\t{}",
+                p["name"].as_str().unwrap(),
+                p["direction"].as_str().unwrap(),
+                p["match"].as_str().unwrap()
+            ));
+            tdc(&mut out, &p["tdc"]);
+            out.push('\n');
+            for (kind, key) in [
+                ("sender", "senders"),
+                ("sender-not", "senders_not"),
+                ("recipient", "recipients"),
+            ] {
+                for pattern in p[key].as_array().unwrap() {
+                    out.push_str(&format!("{kind}\t{}\n", pattern.as_str().unwrap()));
+                }
+            }
+        }
+        out
+    }
+
     fn run(table: &serde_json::Value, message: &Message) -> Vec<(String, Vec<u32>, Decision)> {
-        let text = table.to_string();
+        let text = text(table);
         let table = Table::parse(&text).expect("valid table");
         shape(&table.evaluate(message))
             .into_iter()
@@ -482,33 +589,60 @@ mod tests {
     }
 
     #[test]
-    fn parses_what_the_relay_sends_including_escapes() {
-        let text = r#"{"policies":[{"name":"Q\"UOTE","direction":"incoming","senders":[],"senders_not":[],"recipients":["@example.com"],"match":"both","tdc":null}],"default_tdc":"default"}"#;
-        let t = Table::parse(text).unwrap();
+    fn names_may_hold_quotes_and_spaces() {
+        let text = format!(
+            "{HEADER}\ndefault\tdefault\npolicy\tQ\"UOTE \\ X\tincoming\tboth\nrecipient\t@example.com\n"
+        );
+        let t = Table::parse(&text).unwrap();
         let groups = t.evaluate(&Message::new("", ["a@example.com"]));
-        assert_eq!(groups[0].policy, "Q\"UOTE");
+        assert_eq!(groups[0].policy, "Q\"UOTE \\ X");
     }
 
     #[test]
     fn refuses_bad_tables_and_says_why() {
         let cases = [
-            ("not json", "mail policy table"),
+            ("not a table".to_string(), "first line"),
+            (format!("{HEADER}\n"), "no DEFAULT line"),
             (
-                r#"{"policies":[],"default_tdc":"maybe"}"#,
-                "mail policy table",
+                format!("{HEADER}\ndefault\tmaybe\n"),
+                "line 2: TDC setting \"maybe\"",
             ),
             (
-                r#"{"policies":[],"default_tdc":{"custom":"nope"}}"#,
-                "DEFAULT",
+                format!("{HEADER}\ndefault\tcustom\tnope\n"),
+                "line 2: custom intake",
             ),
             (
-                r#"{"policies":[],"default_tdc":"default","extra":1}"#,
-                "extra",
+                format!("{HEADER}\ndefault\tdefault\ndefault\tdefault\n"),
+                "line 3: DEFAULT is given twice",
+            ),
+            (
+                format!("{HEADER}\ndefault\tdefault\textra\n"),
+                "line 2: unexpected field \"extra\"",
+            ),
+            (
+                format!("{HEADER}\ndefault\tdefault\nextra\tx\n"),
+                "line 3: unknown record \"extra\"",
+            ),
+            (
+                format!("{HEADER}\nrecipient\t*\n"),
+                "line 2: recipient before any policy",
+            ),
+            (
+                format!("{HEADER}\npolicy\tP\tincoming\teither\n"),
+                "line 2: a policy before the DEFAULT line",
+            ),
+            (
+                format!("{HEADER}\ndefault\tdefault\npolicy\tP\tsideways\teither\nrecipient\t*\n"),
+                "line 3: mail policy \"P\": direction",
+            ),
+            (
+                format!("{HEADER}\ndefault\tdefault\npolicy\tP\tincoming\tmaybe\nrecipient\t*\n"),
+                "line 3: mail policy \"P\": match",
             ),
         ];
         for (text, needle) in cases {
-            let error = Table::parse(text).err().expect(text);
-            assert!(error.contains(needle), "{text}: {error}");
+            let error = Table::parse(&text).err().expect(&text);
+            assert!(error.contains(needle), "{text:?}: {error}");
         }
         let bad = [
             (policy("", json!({"recipients": ["*"]})), "empty name"),
@@ -524,9 +658,9 @@ mod tests {
             ),
         ];
         for (p, needle) in bad {
-            let text = table(vec![p], json!("default")).to_string();
+            let text = text(&table(vec![p], json!("default")));
             let error = Table::parse(&text).err().expect(&text);
-            assert!(error.contains(needle), "{text}: {error}");
+            assert!(error.contains(needle), "{text:?}: {error}");
         }
         let twice = table(
             vec![
@@ -535,11 +669,6 @@ mod tests {
             ],
             json!("default"),
         );
-        assert!(
-            Table::parse(&twice.to_string())
-                .err()
-                .unwrap()
-                .contains("twice")
-        );
+        assert!(Table::parse(&text(&twice)).err().unwrap().contains("twice"));
     }
 }

@@ -316,7 +316,7 @@ pub struct PolicyConfig {
 }
 
 /// Match rules and TDC setting of one mail policy (SPEC §2); the bundled module's configuration.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailPolicy {
     pub name: String,
     pub direction: Direction,
@@ -326,22 +326,19 @@ pub struct MailPolicy {
     pub senders_not: Vec<String>,
     pub recipients: Vec<String>,
     /// `both`: sender and recipient conditions must hold; `either`: one suffices.
-    #[serde(rename = "match")]
     pub match_mode: MatchMode,
     /// `None` inherits the DEFAULT policy's setting.
     pub tdc: Option<TdcSetting>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatchMode {
     Either,
     Both,
 }
 
 /// A policy's Threat Defense setting.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TdcSetting {
     Disabled,
     Default,
@@ -349,7 +346,7 @@ pub enum TdcSetting {
 }
 
 /// The ordered table of mail policies; DEFAULT is kept apart and is always last.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailPolicyTable {
     pub policies: Vec<MailPolicy>,
     /// The DEFAULT policy's TDC setting.
@@ -357,9 +354,59 @@ pub struct MailPolicyTable {
 }
 
 impl MailPolicyTable {
-    /// The configuration string the bundled policy module reads.
+    /// The configuration string the bundled policy module reads (its `table` module parses it).
+    ///
+    /// The module parses it for every message, in a fresh instance, so it is flat text: one
+    /// record a line, fields separated by tabs, which no name, pattern or address holds (the
+    /// configuration's validation refuses them):
+    ///
+    /// ```text
+    /// postern-policy-table 1
+    /// default <tdc>
+    /// policy <name> <incoming|outgoing> <either|both> [<tdc>]   (no <tdc>: DEFAULT's)
+    /// sender <pattern>          senders of the policy above; also sender-not, recipient
+    /// ```
+    ///
+    /// where `<tdc>` is `disabled`, `default`, or `custom` followed by the intake address.
     pub fn to_module_config(&self) -> String {
-        serde_json::to_string(self).expect("the mail policy table serialises")
+        use std::fmt::Write as _;
+        fn tdc(out: &mut String, setting: &TdcSetting) {
+            match setting {
+                TdcSetting::Disabled => out.push_str("\tdisabled"),
+                TdcSetting::Default => out.push_str("\tdefault"),
+                TdcSetting::Custom(address) => {
+                    let _ = write!(out, "\tcustom\t{address}");
+                }
+            }
+        }
+        let mut out = String::from("postern-policy-table 1\ndefault");
+        tdc(&mut out, &self.default_tdc);
+        out.push('\n');
+        for p in &self.policies {
+            let direction = match p.direction {
+                Direction::Incoming => "incoming",
+                Direction::Outgoing => "outgoing",
+            };
+            let match_mode = match p.match_mode {
+                MatchMode::Either => "either",
+                MatchMode::Both => "both",
+            };
+            let _ = write!(out, "policy\t{}\t{direction}\t{match_mode}", p.name);
+            if let Some(setting) = &p.tdc {
+                tdc(&mut out, setting);
+            }
+            out.push('\n');
+            for (kind, patterns) in [
+                ("sender", &p.senders),
+                ("sender-not", &p.senders_not),
+                ("recipient", &p.recipients),
+            ] {
+                for pattern in patterns {
+                    let _ = writeln!(out, "{kind}\t{pattern}");
+                }
+            }
+        }
+        out
     }
 }
 

@@ -785,7 +785,14 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if name.eq_ignore_ascii_case("DEFAULT") {
+            if name.contains(char::is_control) {
+                // Names go to the mail log and the policy module one per line.
+                self.problem(
+                    s,
+                    "name",
+                    "must not contain tabs, line breaks or other control characters",
+                );
+            } else if name.eq_ignore_ascii_case("DEFAULT") {
                 self.problem(s, "name", "DEFAULT is configured in [default_policy]");
             } else if !names.insert(name.to_ascii_lowercase()) {
                 self.problem(s, "name", format!("a policy named {name:?} already exists"));
@@ -1125,6 +1132,43 @@ tdc = "disabled"
         assert_eq!(parse_size(&RawSize::Text("32MiB".into())), Some(32 << 20));
         assert_eq!(parse_size(&RawSize::Text("10MB".into())), Some(10_000_000));
         assert_eq!(parse_size(&RawSize::Text("lots".into())), None);
+    }
+
+    #[test]
+    fn a_policy_name_with_a_tab_or_line_break_is_refused() {
+        for name in ["SALES\\tEU", "SALES\\nEU"] {
+            let err = Config::from_toml(&format!(
+                "[[mail_policy]]\nname = \"{name}\"\nrecipients = [\"*\"]\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert!(
+                err.problems[0]
+                    .to_string()
+                    .starts_with("line 2: mail_policy[0].name: must not contain tabs"),
+                "{err}"
+            );
+        }
+    }
+
+    /// The bundled module's table format (its parser is tested in `example-policies`).
+    #[test]
+    fn the_mail_policy_table_is_written_one_record_a_line() {
+        let config = Config::from_toml(
+            "[[mail_policy]]\nname = \"Sales EU\"\nrecipients = [\"@sales.example.com\", \"ceo@\"]\n\
+             senders_not = [\"noreply@example.com\"]\nmatch = \"both\"\ntdc = \"custom\"\n\
+             intake_address = \"sales@tdc.example.net\"\n\n\
+             [[mail_policy]]\nname = \"OUT\"\ndirection = \"outgoing\"\nsenders = [\"*\"]\n\n\
+             [default_policy]\ntdc = \"disabled\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.mail_policies.to_module_config(),
+            "postern-policy-table 1\ndefault\tdisabled\n\
+             policy\tSales EU\tincoming\tboth\tcustom\tsales@tdc.example.net\n\
+             sender-not\tnoreply@example.com\nrecipient\t@sales.example.com\nrecipient\tceo@\n\
+             policy\tOUT\toutgoing\teither\nsender\t*\n"
+        );
     }
 
     #[test]
