@@ -14,10 +14,9 @@ pub const DEFAULT: &str = "DEFAULT";
 /// The first line of a table this module reads.
 const HEADER: &str = "postern-policy-table 1";
 
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum MatchMode {
     /// A policy with both kinds of conditions matches when one holds.
-    #[default]
     Either,
     /// ...or only when both hold.
     Both,
