@@ -212,9 +212,7 @@ impl DataReader {
         self.size += bytes.len();
         self.line_len += bytes.len();
         if self.in_headers && self.line_head_len < RECEIVED.len() {
-            let n = bytes.len().min(RECEIVED.len() - self.line_head_len);
-            self.line_head[self.line_head_len..self.line_head_len + n].copy_from_slice(&bytes[..n]);
-            self.line_head_len += n;
+            self.collect_line_head(bytes);
         }
         if self.size > self.limits.max_message_size {
             self.fail(DataError::TooBig);
@@ -237,6 +235,26 @@ impl DataReader {
         }
         // A bare line break never starts a line for the end marker or for unstuffing.
         self.state = State::Middle;
+    }
+
+    /// Keeps the start of a header line, to spot `Received:`. The obsolete syntax of RFC 5322
+    /// §4.5.3 allows blanks between a field name and its colon (`Received :`); they are
+    /// skipped, so such a header counts toward the loop limit too.
+    fn collect_line_head(&mut self, bytes: &[u8]) {
+        let name = RECEIVED.len() - 1;
+        for &b in bytes {
+            if self.line_head_len == RECEIVED.len() {
+                return;
+            }
+            if self.line_head_len == name
+                && matches!(b, b' ' | b'\t')
+                && self.line_head[..name].eq_ignore_ascii_case(&RECEIVED[..name])
+            {
+                continue;
+            }
+            self.line_head[self.line_head_len] = b;
+            self.line_head_len += 1;
+        }
     }
 
     fn line_end(&mut self) {
@@ -423,6 +441,9 @@ mod tests {
         let three = b"Received: a\r\nRECEIVED: b\r\nreceived:c\r\nSubject: x\r\n\r\nReceived: body\r\n.\r\n";
         let (ok, _) = read(three, l);
         assert_eq!(ok.unwrap().received_headers, 3);
+        // The obsolete blank before the colon still names the field; other names do not.
+        let obsolete = b"Received : a\r\nreceived \t:b\r\nReceivedX: c\r\nReceived-SPF: d\r\nReceived x: e\r\n\r\n.\r\n";
+        assert_eq!(read(obsolete, l).0.unwrap().received_headers, 2);
         let four = b"Received: a\r\nReceived: b\r\nReceived: c\r\nReceived: d\r\n\r\nbody\r\n.\r\nQUIT\r\n";
         let (looped, rest) = read(four, l);
         assert_eq!(looped, Err(DataError::MailLoop));
